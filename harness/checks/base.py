@@ -1,0 +1,175 @@
+"""The check catalog: uniformly shaped check functions, registered with the capabilities they need.
+
+A check is ``check_<property>(spec, model, *, options) -> CheckResult``. It builds its own seeded
+inputs, asserts one rule, and returns the measured value, the threshold and the verdict. It never
+imports pytest. :func:`applicable_checks` yields the checks that apply to a spec, the way
+scikit-learn's ``_yield_all_checks`` does, with a reason for each one that does not.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from harness.result import CheckResult, Status
+from harness.spec import ModelSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """Knobs shared by all checks; every field has a default that suits CI on two cores."""
+
+    seed: int = 0  # seed of every generated input
+    batch_size: int = 4  # rows of the fixed batches (batch independence, gradient flow, ...)
+    length: int = 16  # sequence length of the fixed batches, capped at the spec's max_length
+    num_batches: int = 3  # batches back-propagated by the gradient-flow check
+    repeats: int = 3  # repeated eval forwards in the determinism check (at least 3)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "length", "num_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"CheckOptions.{name} must be >= 1, got {name}={getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError(f"CheckOptions.batch_size must be >= 2, got batch_size={self.batch_size}")
+        if self.repeats < 3:
+            raise ValueError(f"CheckOptions.repeats must be >= 3, got repeats={self.repeats}")
+
+    def length_for(self, spec: ModelSpec) -> int:
+        """The fixed-batch length for a spec: ``length`` within the spec's bounds."""
+        high = spec.inputs.max_length or 1
+        return max(spec.inputs.min_length, min(self.length, high))
+
+
+CheckFunction = Callable[..., CheckResult]
+Requirement = Callable[[ModelSpec], "str | None"]  # returns why a check does not apply, or None
+
+
+@dataclass(frozen=True)
+class Check:
+    """A registered check: its function, tier and the requirements a spec must meet."""
+
+    name: str
+    tier: int
+    function: CheckFunction
+    requirements: tuple[Requirement, ...] = field(default=())
+
+    def not_applicable_because(self, spec: ModelSpec) -> str | None:
+        for requirement in self.requirements:
+            reason = requirement(spec)
+            if reason:
+                return reason
+        return None
+
+    @property
+    def rule(self) -> str:
+        """The first line of the check function's docstring."""
+        return (self.function.__doc__ or self.name).strip().splitlines()[0].rstrip(".")
+
+
+CHECKS: dict[str, Check] = {}
+
+
+def register(tier: int, *requirements: Requirement) -> Callable[[CheckFunction], CheckFunction]:
+    """Add a ``check_<name>`` function to the catalog under ``<name>``."""
+
+    def decorator(function: CheckFunction) -> CheckFunction:
+        name = function.__name__.removeprefix("check_")
+        if name in CHECKS:
+            raise ValueError(f"check {name!r} is registered twice")
+        CHECKS[name] = Check(name, tier, function, requirements)
+        return function
+
+    return decorator
+
+
+# Requirements: each returns the reason a check does not apply to a spec, or None.
+
+
+def needs_sequence(spec: ModelSpec) -> str | None:
+    return None if spec.task == "causal-lm" else f"task {spec.task} has no sequence dimension"
+
+
+def needs_attention_mask(spec: ModelSpec) -> str | None:
+    return None if spec.capabilities.has_attention_mask else "the model declares no attention mask"
+
+
+def needs_training(spec: ModelSpec) -> str | None:
+    return None if spec.capabilities.supports_training else "the model declares it does not support training"
+
+
+def applicable_checks(spec: ModelSpec, tiers: tuple[int, ...] = (1,)) -> Iterator[tuple[Check, str | None]]:
+    """Every check of the given tiers, with the reason it does not apply to ``spec`` (None if it does)."""
+    import harness.checks  # noqa: F401  (registers the catalog)
+
+    for check in CHECKS.values():
+        if check.tier in tiers:
+            yield check, check.not_applicable_because(spec)
+
+
+def run_check(check: Check, spec: ModelSpec, model: torch.nn.Module, options: CheckOptions) -> CheckResult:
+    """Run one check on a private copy of the model; a crash becomes a failed result, not an error."""
+    import copy
+
+    reason = check.not_applicable_because(spec)
+    if reason:
+        return CheckResult(check.name, spec.name, check.tier, Status.SKIPPED, check.rule, got=reason, seed=options.seed)
+    started = time.perf_counter()
+    try:
+        result = check.function(spec, copy.deepcopy(model), options=options)
+    except Exception as error:  # noqa: BLE001 - a model that crashes fails the check
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+        result = CheckResult(
+            check.name,
+            spec.name,
+            check.tier,
+            Status.FAILED,
+            check.rule,
+            seed=options.seed,
+            expected="the check to run",
+            got=f"{type(error).__name__}: {error} (at {where})",
+            hint="The model raised while the check ran it; the traceback is in details.",
+            details={"traceback": traceback.format_exc(limit=8)},
+        )
+    return replace(result, details={**result.details, "duration_s": round(time.perf_counter() - started, 4)})
+
+
+def verdict(
+    spec: ModelSpec,
+    check: str,
+    *,
+    passed: bool,
+    measured: float | None,
+    threshold: float | None,
+    expected: str,
+    got: str,
+    hint: str,
+    sample_size: int,
+    seed: int,
+    tolerance: dict[str, float] | None = None,
+    details: dict[str, Any] | None = None,
+) -> CheckResult:
+    """A passed or failed CheckResult of the registered check ``check``, with the numbers behind it."""
+    registered = CHECKS[check]
+    return CheckResult(
+        check=check,
+        model=spec.name,
+        tier=registered.tier,
+        status=Status.PASSED if passed else Status.FAILED,
+        rule=registered.rule,
+        measured=measured,
+        threshold=threshold,
+        tolerance=tolerance,
+        sample_size=sample_size,
+        seed=seed,
+        expected=expected,
+        got=got,
+        hint=hint,
+        details=details or {},
+    )

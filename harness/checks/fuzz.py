@@ -1,0 +1,76 @@
+"""Running a property over Hypothesis-generated examples from inside a check (no pytest needed).
+
+The body measures one example and raises :class:`Violation` when the rule is broken; Hypothesis
+shrinks to a minimal failing example, which the outcome names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+T = TypeVar("T")
+
+
+class Violation(AssertionError):
+    """Raised by a property body: the rule is broken for this example, by ``measured``."""
+
+    def __init__(self, measured: float, message: str) -> None:
+        super().__init__(message)
+        self.measured = measured
+
+
+@dataclass(frozen=True)
+class FuzzOutcome(Generic[T]):
+    examples: int  # examples run, shrinking included
+    worst: float  # the largest value any example measured
+    failing_example: T | None  # the minimal failing example, if any
+    failure: str | None  # what went wrong on it
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+
+def fuzz(
+    strategy: st.SearchStrategy[T],
+    body: Callable[[T], float],
+    *,
+    explicit: Sequence[T] = (),
+    max_examples: int | None = None,
+) -> FuzzOutcome[T]:
+    """Run ``body`` on the ``explicit`` examples and on examples drawn from ``strategy``.
+
+    Uses the loaded Hypothesis profile, with ``max_examples`` capped if given.
+    """
+    state: dict[str, Any] = {"examples": 0, "worst": 0.0, "last": None}
+
+    def property_body(value: T) -> None:
+        state["examples"] += 1
+        state["last"] = value
+        measured = body(value)
+        state["worst"] = max(state["worst"], measured)
+
+    test = given(strategy)(property_body)
+    for value in reversed(explicit):
+        test = example(value)(test)
+    if max_examples is not None:
+        test = settings(max_examples=min(max_examples, settings.default.max_examples))(test)
+    try:
+        test()
+    except BaseException as error:  # noqa: BLE001 - hypothesis re-raises what the body raised
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise
+        cause = error.exceptions[0] if isinstance(error, BaseExceptionGroup) else error
+        if isinstance(cause, Violation):
+            state["worst"] = max(state["worst"], cause.measured)
+            failure = str(cause)
+        else:
+            state["worst"] = float("inf")
+            failure = f"{type(cause).__name__}: {cause}"
+        return FuzzOutcome(state["examples"], state["worst"], state["last"], failure)
+    return FuzzOutcome(state["examples"], state["worst"], None, None)

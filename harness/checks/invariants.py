@@ -1,0 +1,460 @@
+"""Tier 1: is the model well-formed? Fast invariants every commit should satisfy."""
+
+from __future__ import annotations
+
+import fnmatch
+import tempfile
+from pathlib import Path
+
+import torch
+from hypothesis import strategies as st
+
+from harness.adapters import adapter_for
+from harness.adapters.base import Batch, batch_size_of, select_rows
+from harness.checks.base import (
+    CheckOptions,
+    needs_attention_mask,
+    needs_sequence,
+    needs_training,
+    register,
+    verdict,
+)
+from harness.checks.fuzz import Violation, fuzz
+from harness.result import CheckResult
+from harness.spec import ModelSpec
+from harness.strategies import BatchShape, PaddingLayout, batch_shapes, padding_layouts
+from harness.tolerances import compare, tolerance_for
+
+SEEDS = st.integers(0, 2**31 - 1)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _fixed_batch(spec: ModelSpec, options: CheckOptions, *, seed_offset: int = 0) -> Batch:
+    return adapter_for(spec).make_batch(
+        spec,
+        batch_size=options.batch_size,
+        length=options.length_for(spec),
+        generator=_generator(options.seed + seed_offset),
+    )
+
+
+@torch.no_grad()
+def _outputs(spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    return adapter_for(spec).forward(spec, model.eval(), batch)
+
+
+def _shape_text(batch: Batch) -> str:
+    return "x".join(str(d) for d in next(iter(batch.values())).shape)
+
+
+@register(1)
+def check_output_shapes(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """Outputs have the task's shape and are finite at every batch size and length in the input space."""
+    adapter = adapter_for(spec)
+    max_length = spec.inputs.max_length or 1
+    corners = [BatchShape(1, spec.inputs.min_length), BatchShape(1, max_length), BatchShape(spec.inputs.max_batch_size, max_length)]
+
+    def body(case: tuple[BatchShape, int]) -> float:
+        shape, seed = case
+        batch = adapter.make_batch(spec, batch_size=shape.batch_size, length=shape.length, generator=_generator(seed))
+        out = _outputs(spec, model, batch)
+        expected = adapter.output_shape(spec, batch)
+        if tuple(out.shape) != expected:
+            raise Violation(1.0, f"input {_shape_text(batch)} gave output {tuple(out.shape)}, expected {expected}")
+        non_finite = int((~torch.isfinite(out)).sum())
+        if non_finite:
+            raise Violation(1.0, f"input {_shape_text(batch)} gave {non_finite} non-finite outputs")
+        return 0.0
+
+    outcome = fuzz(st.tuples(batch_shapes(spec), SEEDS), body, explicit=[(c, options.seed) for c in corners])
+    return verdict(
+        spec,
+        "output_shapes",
+        passed=outcome.passed,
+        measured=float(outcome.failing_example is not None),
+        threshold=0.0,
+        expected="the task's output shape with finite values for every fuzzed input",
+        got=outcome.failure or f"all {outcome.examples} fuzzed shapes correct and finite",
+        hint="Look for sizes baked into forward (reshape/view with constants) or NaN at length 1 or max length.",
+        sample_size=outcome.examples,
+        seed=options.seed,
+        details={"failing_example": repr(outcome.failing_example) if outcome.failing_example else None},
+    )
+
+
+@register(1)
+def check_batch_independence(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """Row i's output does not change when the other rows of its batch are replaced."""
+    tolerance = tolerance_for(torch.float32, "eager")
+    batch = _fixed_batch(spec, options)
+    reference = _outputs(spec, model, batch)
+    worst, worst_row = None, 0
+    for row in range(batch_size_of(batch)):
+        others = _fixed_batch(spec, options, seed_offset=1000 + row)
+        mixed = {key: others[key].clone() for key in others}
+        for key in mixed:
+            mixed[key][row] = batch[key][row]
+        comparison = compare(_outputs(spec, model, mixed)[row], reference[row], tolerance)
+        if worst is None or comparison.worst_excess > worst.worst_excess:
+            worst, worst_row = comparison, row
+    return verdict(
+        spec,
+        "batch_independence",
+        passed=worst.within,
+        measured=worst.max_abs,
+        threshold=tolerance.atol,
+        tolerance=tolerance.as_dict(),
+        expected=f"max |difference| within atol={tolerance.atol:g} + rtol={tolerance.rtol:g}*|ref|",
+        got=f"max |difference| {worst.max_abs:.3g} at row {worst_row}",
+        hint="Something mixes rows: normalisation or statistics over the batch dimension, or a batch-wide reduction.",
+        sample_size=batch_size_of(batch),
+        seed=options.seed,
+        details={"fraction_within": worst.fraction_within},
+    )
+
+
+@register(1)
+def check_batch_size_invariance(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """A batch's outputs equal its rows run one at a time."""
+    tolerance = tolerance_for(torch.float32, "eager")
+    batch = _fixed_batch(spec, options)
+    together = _outputs(spec, model, batch)
+    alone = torch.cat([_outputs(spec, model, select_rows(batch, [row])) for row in range(batch_size_of(batch))])
+    comparison = compare(together, alone, tolerance)
+    return verdict(
+        spec,
+        "batch_size_invariance",
+        passed=comparison.within,
+        measured=comparison.max_abs,
+        threshold=tolerance.atol,
+        tolerance=tolerance.as_dict(),
+        expected=f"max |batched - one-at-a-time| within atol={tolerance.atol:g} + rtol={tolerance.rtol:g}*|ref|",
+        got=f"max |difference| {comparison.max_abs:.3g}, {comparison.fraction_within:.1%} of elements within",
+        hint="The output depends on the batch size: a division by the batch size, or a shape taken from the batch.",
+        sample_size=batch_size_of(batch),
+        seed=options.seed,
+        details={"fraction_within": comparison.fraction_within, "max_rel": comparison.max_rel},
+    )
+
+
+@register(1, needs_sequence, needs_attention_mask)
+def check_padding_invariance(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """Masked padding (right, and left for causal models) leaves the outputs at real tokens unchanged."""
+    adapter = adapter_for(spec)
+    tolerance = tolerance_for(torch.float32, "eager")
+    sides = ("right", "left") if spec.capabilities.is_causal else ("right",)
+
+    def body(case: tuple[PaddingLayout, int]) -> float:
+        layout, seed = case
+        batch = adapter.make_batch(spec, batch_size=layout.batch_size, length=layout.length, generator=_generator(seed))
+        padded = adapter.pad(spec, batch, amount=layout.amount, side=layout.side)
+        real = slice(layout.amount, None) if layout.side == "left" else slice(0, layout.length)
+        comparison = compare(_outputs(spec, model, padded)[:, real], _outputs(spec, model, batch), tolerance)
+        if not comparison.within:
+            raise Violation(
+                comparison.max_abs,
+                f"{layout.amount} {layout.side} pad tokens on a {layout.batch_size}x{layout.length} batch moved "
+                f"real-token outputs by {comparison.max_abs:.3g}",
+            )
+        return comparison.max_abs
+
+    max_length = spec.inputs.max_length
+    explicit = [(PaddingLayout(2, 1, max_length - 1, side), options.seed) for side in sides]
+    outcome = fuzz(st.tuples(padding_layouts(spec, sides=sides), SEEDS), body, explicit=explicit)
+    return verdict(
+        spec,
+        "padding_invariance",
+        passed=outcome.passed,
+        measured=outcome.worst,
+        threshold=tolerance.atol,
+        tolerance=tolerance.as_dict(),
+        expected=f"real-token outputs within atol={tolerance.atol:g} + rtol={tolerance.rtol:g}*|ref| ({'/'.join(sides)} padding)",
+        got=outcome.failure or f"max |difference| {outcome.worst:.3g} over {outcome.examples} padding layouts",
+        hint="The attention mask is ignored somewhere, or positions are not derived from it (left padding).",
+        sample_size=outcome.examples,
+        seed=options.seed,
+        details={"sides": list(sides), "failing_example": repr(outcome.failing_example) if outcome.failing_example else None},
+    )
+
+
+@register(1, needs_sequence)
+def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """A causal model's outputs at positions <= t never depend on tokens after t; a bidirectional one's do."""
+    adapter = adapter_for(spec)
+    tolerance = tolerance_for(torch.float32, "eager")
+    max_length = spec.inputs.max_length
+    if max_length < 2:
+        raise ValueError(f"causality needs max_length >= 2, the spec has {max_length}")
+
+    @st.composite
+    def edits(draw: st.DrawFn) -> tuple[int, int, int, int]:
+        length = draw(st.integers(2, max_length))
+        position = draw(st.integers(0, length - 2))  # last position that must not move
+        changed = draw(st.integers(position + 1, length - 1))  # the future token that changes
+        return length, position, changed, draw(SEEDS)
+
+    def changed_batch(length: int, changed: int, seed: int) -> tuple[Batch, Batch]:
+        batch = adapter.make_batch(spec, batch_size=2, length=length, generator=_generator(seed))
+        edited = {key: value.clone() for key, value in batch.items()}
+        edited["input_ids"][:, changed] = (batch["input_ids"][:, changed] + 1) % spec.inputs.vocab_size
+        return batch, edited
+
+    if spec.capabilities.is_causal:
+
+        def body(case: tuple[int, int, int, int]) -> float:
+            length, position, changed, seed = case
+            batch, edited = changed_batch(length, changed, seed)
+            past = slice(0, position + 1)
+            comparison = compare(_outputs(spec, model, edited)[:, past], _outputs(spec, model, batch)[:, past], tolerance)
+            if not comparison.within:
+                raise Violation(
+                    comparison.max_abs,
+                    f"changing token {changed} of {length} moved outputs at positions <= {position} by {comparison.max_abs:.3g}",
+                )
+            return comparison.max_abs
+
+        outcome = fuzz(edits(), body, explicit=[(max_length, 0, max_length - 1, options.seed)])
+        passed, measured = outcome.passed, outcome.worst
+        expected = f"outputs before the change within atol={tolerance.atol:g} (no future leakage)"
+        got = outcome.failure or f"max |difference| {outcome.worst:.3g} over {outcome.examples} edits"
+        hint = "The causal mask is missing or wrong (e.g. is_causal=False, a mask built with the wrong triangle)."
+        sample = outcome.examples
+    else:
+        length = max_length
+        batch, edited = changed_batch(length, length - 1, options.seed)
+        comparison = compare(_outputs(spec, model, edited)[:, 0], _outputs(spec, model, batch)[:, 0], tolerance)
+        passed, measured = not comparison.within, comparison.max_abs
+        expected = "the first position's output to change when the last token changes (bidirectional attention)"
+        got = f"max |difference| {comparison.max_abs:.3g} at position 0"
+        hint = "The model claims is_causal=False but behaves causally: fix the claim or the attention mask."
+        sample = 2
+    return verdict(
+        spec,
+        "causality",
+        passed=passed,
+        measured=measured,
+        threshold=tolerance.atol,
+        tolerance=tolerance.as_dict(),
+        expected=expected,
+        got=got,
+        hint=hint,
+        sample_size=sample,
+        seed=options.seed,
+        details={"claimed_causal": spec.capabilities.is_causal},
+    )
+
+
+@register(1, needs_training)
+def check_gradient_flow(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """After backward on a few batches every trainable parameter has a finite, not-all-zero gradient."""
+    adapter = adapter_for(spec)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    batches = [_fixed_batch(spec, options, seed_offset=step) for step in range(options.num_batches)]
+    for batch in batches:
+        adapter.model_loss(spec, model, batch).backward()
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    problems: dict[str, str] = {}
+    for name, parameter in trainable:
+        if parameter.grad is None:
+            problems[name] = "no gradient"
+        elif not torch.isfinite(parameter.grad).all():
+            problems[name] = "non-finite gradient"
+        elif not parameter.grad.any():
+            problems[name] = "all-zero gradient"
+    listed = ", ".join(f"{name} ({why})" for name, why in list(problems.items())[:5])
+    more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+    return verdict(
+        spec,
+        "gradient_flow",
+        passed=not problems and bool(trainable),
+        measured=float(len(problems)),
+        threshold=0.0,
+        expected=f"0 dead parameters among {len(trainable)} trainable",
+        got=f"{len(problems)} dead: {listed}{more}" if problems else f"all {len(trainable)} receive gradient",
+        hint="A dead parameter is detached (.detach(), torch.no_grad, .data), unused in forward, or its gradient overflowed.",
+        sample_size=len(batches),
+        seed=options.seed,
+        details={"dead_parameters": problems, "trainable_parameters": len(trainable)},
+    )
+
+
+def _state_snapshot(model: torch.nn.Module) -> dict[str, object]:
+    """Every parameter, buffer and plain scalar attribute of every submodule."""
+    state: dict[str, object] = {name: value.detach().clone() for name, value in model.state_dict(keep_vars=True).items()}
+    for module_name, module in model.named_modules():
+        for attribute, value in vars(module).items():
+            if isinstance(value, (bool, int, float, str)) and not attribute.startswith("_"):
+                state[f"{module_name}.{attribute}" if module_name else attribute] = value
+    return state
+
+
+def _changed_entries(before: dict[str, object], after: dict[str, object]) -> list[str]:
+    changed = []
+    for key in before.keys() | after.keys():
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor):
+            if old.shape != new.shape or not torch.equal(old, new):
+                changed.append(key)
+        elif old != new:
+            changed.append(key)
+    return sorted(changed)
+
+
+@register(1)
+def check_eval_determinism(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """Repeated eval forwards are bitwise equal and change no parameter, buffer or attribute."""
+    batch = _fixed_batch(spec, options)
+    model.eval()
+    before = _state_snapshot(model)
+    outputs = [_outputs(spec, model, batch) for _ in range(options.repeats)]
+    changed = _changed_entries(before, _state_snapshot(model))
+    max_diff = max(float((out.double() - outputs[0].double()).abs().max()) for out in outputs[1:])
+    identical = all(torch.equal(out, outputs[0]) for out in outputs[1:])
+    problems = []
+    if not identical:
+        problems.append(f"repeated outputs differ by up to {max_diff:.3g}")
+    if changed:
+        problems.append(f"the forward changed {', '.join(changed[:5])}")
+    return verdict(
+        spec,
+        "eval_determinism",
+        passed=not problems,
+        measured=max_diff,
+        threshold=0.0,
+        tolerance={"rtol": 0.0, "atol": 0.0},
+        expected=f"{options.repeats} bitwise-equal outputs and an unchanged state",
+        got="; ".join(problems) or f"{options.repeats} identical outputs, state unchanged",
+        hint="Dropout or sampling active in eval mode (F.dropout(training=True)), or a counter/cache updated in forward.",
+        sample_size=options.repeats,
+        seed=options.seed,
+        details={"changed_state": changed},
+    )
+
+
+_NORM_CLASS_MARKERS = ("Norm",)
+
+
+def _norm_parameters(model: torch.nn.Module) -> set[str]:
+    """Names of the weights of normalisation layers (LayerNorm, RMSNorm, BatchNorm, GroupNorm, ...)."""
+    names = set()
+    for module_name, module in model.named_modules():
+        if any(marker in type(module).__name__ for marker in _NORM_CLASS_MARKERS):
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.nn.Parameter):
+                names.add(f"{module_name}.weight" if module_name else "weight")
+    return names
+
+
+@register(1)
+def check_initialization(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """Fresh parameters are finite, not constant, norm weights are one, weight stds within the spec's bounds."""
+    low, high = spec.init.std_bounds
+    norm_weights = _norm_parameters(model)
+    problems: dict[str, str] = {}
+    stds: dict[str, float] = {}
+    for name, parameter in model.named_parameters():
+        values = parameter.detach().double()
+        if not torch.isfinite(values).all():
+            problems[name] = "NaN or Inf"
+        elif name in norm_weights:
+            if not torch.equal(values, torch.ones_like(values)):
+                problems[name] = f"norm weight not all ones (mean {float(values.mean()):.3g})"
+        elif values.numel() > 1 and not any(fnmatch.fnmatch(name, p) for p in spec.init.constant_ok):
+            std = float(values.std())
+            stds[name] = std
+            if std == 0.0:
+                problems[name] = f"constant ({float(values.flatten()[0]):.3g})"
+            elif not low <= std <= high:
+                problems[name] = f"std {std:.3g} outside [{low:g}, {high:g}]"
+    listed = ", ".join(f"{name}: {why}" for name, why in list(problems.items())[:5])
+    return verdict(
+        spec,
+        "initialization",
+        passed=not problems,
+        measured=float(len(problems)),
+        threshold=0.0,
+        expected=f"0 badly initialised parameters (std in [{low:g}, {high:g}], constants only for {', '.join(spec.init.constant_ok)})",
+        got=f"{len(problems)} bad: {listed}" if problems else f"{len(stds)} weight tensors, std {min(stds.values(), default=0):.3g}..{max(stds.values(), default=0):.3g}",
+        hint="Check _init_weights / reset_parameters; declare intentional constants in InitSpec.constant_ok.",
+        sample_size=sum(1 for _ in model.parameters()),
+        seed=spec.seed,
+        details={"problems": problems, "weight_stds": stds},
+    )
+
+
+@register(1)
+def check_save_load_roundtrip(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """Outputs survive a safetensors state-dict round trip and save_pretrained/from_pretrained into a fresh model."""
+    from safetensors.torch import load_model, save_model
+
+    tolerance = tolerance_for(torch.float32, "serialized")
+    batch = _fixed_batch(spec, options)
+    reference = _outputs(spec, model, batch)
+    differences: dict[str, float] = {}
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.safetensors"
+        save_model(model, str(path))
+        fresh = spec.build_model(seed=spec.seed + 1)  # other weights: a load that does nothing shows
+        missing, unexpected = load_model(fresh, str(path), strict=False)
+        if missing or unexpected:
+            problems.append(f"state dict keys missing {sorted(missing)[:3]} unexpected {sorted(unexpected)[:3]}")
+        differences["safetensors"] = compare(_outputs(spec, fresh, batch), reference, tolerance).max_abs
+        if hasattr(model, "save_pretrained") and hasattr(type(model), "from_pretrained"):
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+            model.save_pretrained(Path(folder) / "pretrained")
+            loaded = type(model).from_pretrained(Path(folder) / "pretrained")
+            differences["save_pretrained"] = compare(_outputs(spec, loaded, batch), reference, tolerance).max_abs
+    worst_route = max(differences, key=differences.get)
+    if differences[worst_route] > tolerance.atol:
+        problems.append(f"outputs after the {worst_route} round trip differ by {differences[worst_route]:.3g}")
+    return verdict(
+        spec,
+        "save_load_roundtrip",
+        passed=not problems,
+        measured=differences[worst_route],
+        threshold=tolerance.atol,
+        tolerance=tolerance.as_dict(),
+        expected=f"outputs within atol={tolerance.atol:g} after {' and '.join(differences)}",
+        got="; ".join(problems) or f"max |difference| {differences[worst_route]:.3g}",
+        hint="State the forward uses but the state dict lacks: a plain tensor attribute, a non-persistent buffer, a config value.",
+        sample_size=batch_size_of(batch),
+        seed=options.seed,
+        details={"routes": differences},
+    )
+
+
+@register(1, needs_training)
+def check_loss_oracle(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """The model's own loss equals an independent cross-entropy of its logits (the task's targets, ignore index honoured)."""
+    adapter = adapter_for(spec)
+    tolerance = tolerance_for(torch.float32, "reference")
+    batch = _fixed_batch(spec, options)
+    ignored = torch.rand(batch["labels"].shape, generator=_generator(options.seed + 7)) < 0.25
+    ignored.view(-1)[-1] = False  # at least one label is scored
+    batch["labels"] = batch["labels"].masked_fill(ignored, spec.inputs.ignore_index)
+    model.eval()
+    with torch.no_grad():
+        model_loss = float(adapter.model_loss(spec, model, batch))
+        reference = float(adapter.reference_loss(spec, adapter.forward(spec, model, batch), batch))
+    difference = abs(model_loss - reference)
+    return verdict(
+        spec,
+        "loss_oracle",
+        passed=difference <= tolerance.atol + tolerance.rtol * abs(reference),
+        measured=difference,
+        threshold=tolerance.atol,
+        tolerance=tolerance.as_dict(),
+        expected=f"model loss = reference {reference:.6f} within {tolerance.atol:g}",
+        got=f"model loss {model_loss:.6f} (|difference| {difference:.3g})",
+        hint="Labels not shifted for next-token prediction, ignore_index not honoured, or a sum where a mean belongs.",
+        sample_size=int((batch["labels"] != spec.inputs.ignore_index).sum()),
+        seed=options.seed,
+        details={"model_loss": model_loss, "reference_loss": reference, "ignored_labels": int(ignored.sum())},
+    )

@@ -1,0 +1,118 @@
+"""What the harness needs to know about a model: how to build it, its task, input space and claims.
+
+A :class:`ModelSpec` is the model contract of DESIGN.md. Every field is typed and documented; the
+dataclasses are frozen so a spec can be shared between checks, fixtures and pytest-xdist workers
+without one of them changing it under the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only, torch is imported lazily
+    import torch
+
+TASKS = ("causal-lm", "image-classification")
+"""Tasks with a built-in adapter (see ``harness.adapters``)."""
+
+
+class SpecError(ValueError):
+    """A ModelSpec (or one of its parts) holds an invalid value."""
+
+
+@dataclass(frozen=True)
+class InputSpace:
+    """The inputs a model accepts; strategies and checks never step outside it."""
+
+    vocab_size: int | None = None  # token ids are drawn from [0, vocab_size)
+    min_length: int = 1  # shortest sequence the model accepts
+    max_length: int | None = None  # longest sequence (the model's context window)
+    pad_id: int = 0  # token id used for padding positions (masked out by attention_mask)
+    ignore_index: int = -100  # label value excluded from the loss
+    image_size: tuple[int, int, int] | None = None  # (channels, height, width) for vision models
+    num_classes: int | None = None  # classes of a classifier's output
+    max_batch_size: int = 8  # largest batch the fuzzed checks generate
+
+    def __post_init__(self) -> None:
+        if self.min_length < 1:
+            raise SpecError(f"InputSpace.min_length must be >= 1, got {self.min_length}")
+        if self.max_length is not None and self.max_length < self.min_length:
+            raise SpecError(
+                f"InputSpace.max_length ({self.max_length}) must be >= min_length ({self.min_length})"
+            )
+        if self.vocab_size is not None and not 0 <= self.pad_id < self.vocab_size:
+            raise SpecError(f"InputSpace.pad_id must be in [0, {self.vocab_size}), got {self.pad_id}")
+        if self.max_batch_size < 2:
+            raise SpecError(f"InputSpace.max_batch_size must be >= 2, got {self.max_batch_size}")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Claims a model makes about itself. Checks verify them, in both directions where they can."""
+
+    is_causal: bool = False  # outputs at position t depend only on inputs at positions <= t
+    has_attention_mask: bool = False  # forward accepts attention_mask and masked positions do not leak
+    supports_training: bool = True  # parameters require grad and a loss can be back-propagated
+    exportable: bool = True  # can be traced/exported (Tier 4)
+    has_memory: bool = False  # carries an external memory (Tier 2 memory checks)
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """What a freshly built model's parameters must look like."""
+
+    std_bounds: tuple[float, float] = (1e-3, 2.0)  # allowed std of every non-constant weight tensor
+    constant_ok: tuple[str, ...] = ("*bias",)  # fnmatch patterns of parameters allowed to be constant
+
+    def __post_init__(self) -> None:
+        low, high = self.std_bounds
+        if not 0 <= low < high:
+            raise SpecError(f"InitSpec.std_bounds must satisfy 0 <= low < high, got {self.std_bounds}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a model and what it claims; the unit every check and suite is parametrized over."""
+
+    name: str  # unique, used in test ids and report rows
+    task: str  # one of TASKS, selects the adapter
+    build: Callable[[], torch.nn.Module]  # returns a fresh model; called after torch.manual_seed(seed)
+    inputs: InputSpace = field(default_factory=InputSpace)
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    init: InitSpec = field(default_factory=InitSpec)
+    tokenizer: Callable[[], Any] | None = None  # returns the model's tokenizer, if it has one
+    expected_failures: Mapping[str, str] = field(default_factory=dict)  # {check name: reason}
+    seed: int = 0  # seed for building the model
+    description: str = ""  # one line for `harness models` and the README
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c.isspace() for c in self.name):
+            raise SpecError(f"ModelSpec.name must be a non-empty word, got {self.name!r}")
+        if self.task not in TASKS:
+            raise SpecError(f"ModelSpec.task must be one of {', '.join(TASKS)}; got {self.task!r}")
+        if not callable(self.build):
+            raise SpecError(f"ModelSpec.build must be callable, got {type(self.build).__name__}")
+        needed = {
+            "causal-lm": ("vocab_size", "max_length"),
+            "image-classification": ("image_size", "num_classes"),
+        }[self.task]
+        missing = [name for name in needed if getattr(self.inputs, name) is None]
+        if missing:
+            raise SpecError(f"ModelSpec {self.name!r} (task {self.task}) needs InputSpace.{', '.join(missing)}")
+
+    def build_model(self, *, seed: int | None = None) -> torch.nn.Module:
+        """Build the model under a fixed seed (``self.seed`` unless ``seed`` is given), in eval mode."""
+        import torch
+
+        torch.manual_seed(self.seed if seed is None else seed)
+        model = self.build()
+        if not isinstance(model, torch.nn.Module):
+            raise SpecError(f"ModelSpec {self.name!r}: build() returned {type(model).__name__}, not a torch.nn.Module")
+        return model.eval()
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        """A copy of this spec with some fields changed."""
+        return dataclasses.replace(self, **changes)

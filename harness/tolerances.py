@@ -1,0 +1,94 @@
+"""The one tolerance table: (dtype, backend) -> (rtol, atol). Every numeric comparison uses it.
+
+Backends name *what* is compared with the eager fp32 reference:
+
+- ``eager``: the same model run differently (other batch composition, padding, repeated calls);
+  fp32 kernels may block differently by batch size, so a few ulps of slack.
+- ``serialized``: the model after a save/load round trip; the weights are identical, so only
+  ulp-level noise is allowed.
+- ``reference``: an independent re-computation (e.g. the loss oracle) of the same quantity.
+- ``torchscript`` / ``onnxruntime``: exported artefacts (Tier 4).
+- ``onnxruntime-int8``: dynamically quantized ONNX (Tier 4), a much looser bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """``|got - expected| <= atol + rtol * |expected|`` elementwise (numpy/torch ``allclose`` rule)."""
+
+    rtol: float
+    atol: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"rtol": self.rtol, "atol": self.atol}
+
+
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("float32", "eager"): Tolerance(rtol=1e-5, atol=1e-5),
+    ("float32", "serialized"): Tolerance(rtol=0.0, atol=1e-6),
+    ("float32", "reference"): Tolerance(rtol=0.0, atol=1e-5),
+    ("float32", "torchscript"): Tolerance(rtol=1e-5, atol=1e-5),
+    ("float32", "onnxruntime"): Tolerance(rtol=1e-4, atol=1e-4),
+    ("float32", "onnxruntime-int8"): Tolerance(rtol=0.1, atol=0.1),
+    ("float16", "eager"): Tolerance(rtol=1e-3, atol=1e-3),
+    ("float16", "serialized"): Tolerance(rtol=0.0, atol=1e-3),
+    ("float16", "reference"): Tolerance(rtol=0.0, atol=1e-3),
+    ("bfloat16", "eager"): Tolerance(rtol=1.6e-2, atol=1e-2),
+    ("bfloat16", "serialized"): Tolerance(rtol=0.0, atol=1e-2),
+    ("bfloat16", "reference"): Tolerance(rtol=0.0, atol=1e-2),
+}
+
+
+def tolerance_for(dtype: str | torch.dtype, backend: str) -> Tolerance:
+    """Look up the tolerance for a dtype (``"float32"`` or ``torch.float32``) and a backend."""
+    name = str(dtype).removeprefix("torch.")
+    try:
+        return TOLERANCES[(name, backend)]
+    except KeyError:
+        known = ", ".join(f"{d}/{b}" for d, b in TOLERANCES)
+        raise KeyError(f"no tolerance for dtype={name!r}, backend={backend!r}; known: {known}") from None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How far ``got`` is from ``expected`` under a tolerance."""
+
+    max_abs: float  # max |got - expected|
+    max_rel: float  # max |got - expected| / |expected| (0/0 counts as 0)
+    fraction_within: float  # share of elements within atol + rtol * |expected|
+    worst_excess: float  # max of |got - expected| - (atol + rtol * |expected|); <= 0 means all close
+    numel: int
+
+    @property
+    def within(self) -> bool:
+        return self.worst_excess <= 0.0
+
+
+def compare(got: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance) -> Comparison:
+    """Compare two tensors of equal shape; NaN or Inf anywhere counts as infinitely far."""
+    import torch
+
+    if got.shape != expected.shape:
+        raise ValueError(f"shape mismatch: got {tuple(got.shape)}, expected {tuple(expected.shape)}")
+    got64, exp64 = got.detach().double().cpu(), expected.detach().double().cpu()
+    if got64.numel() == 0:
+        return Comparison(0.0, 0.0, 1.0, float("-inf"), 0)
+    diff = (got64 - exp64).abs()
+    diff = torch.where(torch.isfinite(diff), diff, torch.full_like(diff, float("inf")))
+    bound = tolerance.atol + tolerance.rtol * exp64.abs()
+    rel = torch.where(diff == 0, torch.zeros_like(diff), diff / exp64.abs())
+    return Comparison(
+        max_abs=float(diff.max()),
+        max_rel=float(rel.max()),
+        fraction_within=float((diff <= bound).double().mean()),
+        worst_excess=float((diff - bound).max()),
+        numel=diff.numel(),
+    )

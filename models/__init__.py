@@ -1,0 +1,24 @@
+"""The reference model zoo: one module per model family, each exposing ModelSpecs.
+
+``ZOO`` maps a model name to ``"module:attribute"`` so that listing and validating names never
+imports torch; :func:`load_zoo_spec` imports the one that is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from harness.spec import ModelSpec
+
+ZOO: dict[str, str] = {
+    "gpt2-tiny": "models.gpt2_tiny:SPEC",
+    "cnn-digits": "models.cnn_digits:SPEC",
+}
+
+
+def load_zoo_spec(name: str) -> ModelSpec:
+    """The ModelSpec registered under ``name``; KeyError names the available models."""
+    if name not in ZOO:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(ZOO))}")
+    module_name, attribute = ZOO[name].split(":")
+    return getattr(importlib.import_module(module_name), attribute)
