@@ -1,0 +1,282 @@
+"""The pytest plugin: model selection, check parametrization, report rows and the JSON report.
+
+Registered as the ``harness`` pytest11 entry point. Heavy imports (torch, the zoo) happen inside
+hooks and fixtures, never at import time, so ``pytest tests`` pays nothing for an unused plugin.
+
+Flow: ``pytest_configure`` builds one :class:`HarnessSession` (options validated, ``--model``
+selectors resolved so a bad one is a usage error, exit code 4). ``pytest_generate_tests``
+parametrizes every test that asks for ``harness_case`` over (model, check) pairs of its module's
+``tier`` marker. ``record_check`` attaches the result to the test's ``user_properties`` (which
+pytest-xdist carries to the controller and JUnit writes as properties) and turns a failed result
+into a failed test. At session end the controller writes ``report.json`` beside ``--junitxml``
+(or under ``--harness-report-dir/<run-id>/``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import secrets
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import harness.strategies  # noqa: F401  (registers the Hypothesis profiles before Hypothesis's plugin loads one)
+from harness import hookspecs
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from harness.checks import Check, CheckOptions
+    from harness.result import CheckResult
+    from harness.spec import ModelSpec
+
+SESSION_KEY = pytest.StashKey["HarnessSession"]()
+ROW_PROPERTY = "harness.row"
+CASE_PROPERTY = "harness.case"
+
+
+class HarnessWarning(UserWarning):
+    """A check returned a warning verdict."""
+
+
+@dataclass(frozen=True)
+class CheckCase:
+    """One parametrized test: a check applied to a model spec."""
+
+    spec: ModelSpec
+    check: Check
+
+    @property
+    def id(self) -> str:
+        return f"{self.spec.name}-{self.check.name}"
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "model validation (harness)")
+    group.addoption(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME|module:attr",
+        help="model to validate: a zoo name (see `harness models`) or package.module:attribute naming a "
+        "ModelSpec, a list of them, or a callable returning either. Repeatable. Default: the whole zoo.",
+    )
+    group.addoption(
+        "--harness-report-dir",
+        default="reports",
+        metavar="DIR",
+        help="folder for report.json when --junitxml is not given (written to DIR/RUN_ID/). Default: reports",
+    )
+    group.addoption("--harness-run-id", default=None, metavar="ID", help="run id (default: UTC time + random suffix)")
+    group.addoption("--harness-seed", default="0", metavar="INT", help="seed of every generated check input. Default: 0")
+
+
+class HarnessSession:
+    """Per-run state: the selected specs, built models and the collected report rows."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        from harness.loading import ModelSelectionError, validate_selectors
+
+        self.config = config
+        self.selectors: list[str] = config.getoption("model")
+        try:
+            self.seed = int(config.getoption("harness_seed"))
+        except ValueError:
+            raise pytest.UsageError(
+                f"--harness-seed must be an integer, got {config.getoption('harness_seed')!r}"
+            ) from None
+        self.run_id = config.getoption("harness_run_id") or (
+            _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+        )
+        if not self.run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise pytest.UsageError(f"--harness-run-id may hold letters, digits, '-', '_' and '.'; got {self.run_id!r}")
+        self.report_path = self._report_path()
+        if self.is_controller and self.report_path.exists():
+            raise pytest.UsageError(
+                f"{self.report_path} already exists; choose another --harness-run-id (nothing was overwritten)"
+            )
+        self.rows: dict[str, dict[str, Any]] = {}
+        self._failures: dict[str, str] = {}
+        self._specs: list[ModelSpec] | None = None
+        self._models: dict[str, torch.nn.Module] = {}
+        try:
+            validate_selectors(self.selectors)
+            if any(":" in selector for selector in self.selectors):
+                self._specs = self._resolve()  # import the user's modules now: errors are usage errors
+        except ModelSelectionError as error:
+            raise pytest.UsageError(str(error)) from None
+
+    @property
+    def is_controller(self) -> bool:
+        return not hasattr(self.config, "workerinput")
+
+    def _report_path(self) -> Path:
+        xml_path = self.config.getoption("xmlpath", None)
+        folder = Path(xml_path).parent if xml_path else Path(self.config.getoption("harness_report_dir")) / self.run_id
+        return folder / "report.json"
+
+    def _resolve(self) -> list[ModelSpec]:
+        from harness.loading import resolve_models
+
+        return resolve_models(self.selectors)
+
+    @property
+    def specs(self) -> list[ModelSpec]:
+        if self._specs is None:
+            self._specs = self._resolve()
+        return self._specs
+
+    def model(self, spec: ModelSpec) -> torch.nn.Module:
+        """The spec's model, built once per worker (checks run on private copies)."""
+        if spec.name not in self._models:
+            self._models[spec.name] = spec.build_model()
+        return self._models[spec.name]
+
+    def options(self) -> CheckOptions:
+        from harness.checks import CheckOptions
+
+        return CheckOptions(seed=self.seed)
+
+    def cases(self, tier: int) -> list[Any]:
+        from harness.checks import applicable_checks
+
+        params = []
+        for spec in self.specs:
+            for check, _ in applicable_checks(spec, (tier,)):
+                case = CheckCase(spec, check)
+                reason = spec.expected_failures.get(check.name)
+                marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+                params.append(pytest.param(case, id=case.id, marks=marks))
+        return params
+
+    # Report rows, on the controller (pytest-xdist sends every worker's reports here).
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        properties = dict(report.user_properties)
+        if CASE_PROPERTY not in properties:
+            return
+        if report.failed and ROW_PROPERTY not in properties:
+            self._failures.setdefault(report.nodeid, f"{report.when}: {report.longreprtext[-2000:]}")
+        if report.when == "call" and ROW_PROPERTY in properties:
+            self.rows[report.nodeid] = {"test_id": report.nodeid, **json.loads(properties[ROW_PROPERTY])}
+            self.rows[report.nodeid]["duration_s"] = round(report.duration, 4)
+        if report.when == "teardown" and report.nodeid in self._failures and report.nodeid not in self.rows:
+            case = json.loads(properties[CASE_PROPERTY])
+            self.rows[report.nodeid] = _error_row(report.nodeid, case, self._failures[report.nodeid], self.seed)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.is_controller or not self.rows:
+            return
+        from harness.report import build_report, environment, write_report
+        from hypothesis import settings
+
+        workers = int(getattr(self.config.option, "numprocesses", 0) or 0)
+        report = build_report(self.run_id, list(self.rows.values()), environment(settings.get_current_profile_name(), workers))
+        self.config.hook.pytest_harness_report(report=report, config=self.config)
+        write_report(report, self.report_path)
+
+    @pytest.hookimpl
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_controller and self.rows:
+            counts: dict[str, int] = {}
+            for row in self.rows.values():
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+            summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            terminalreporter.write_line(f"harness: {len(self.rows)} checks ({summary}); report: {self.report_path}")
+
+
+def _error_row(test_id: str, case: dict[str, Any], failure: str, seed: int) -> dict[str, Any]:
+    return {
+        "test_id": test_id,
+        **case,
+        "status": "error",
+        "rule": "the check runs",
+        "measured": None,
+        "threshold": None,
+        "tolerance": None,
+        "sample_size": 0,
+        "seed": seed,
+        "duration_s": 0.0,
+        "expected": "the test to reach its check",
+        "got": failure.splitlines()[-1] if failure else "an error",
+        "hint": "The fixture or model build failed before the check ran; see the test's traceback.",
+        "message": f"{case['model']}: {case['check']}: error before the check ran: {failure[-500:]}",
+        "details": {"traceback": failure},
+    }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "tier(n): the validation tier (1-5) of a suite module")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline by default: nothing downloads at run time
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    session = HarnessSession(config)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "harness-session")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "harness_case" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("tier")
+    if marker is None or not marker.args or marker.args[0] not in (1, 2, 3, 4, 5):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid} uses harness_case without a pytest.mark.tier(1..5) marker")
+    metafunc.parametrize("harness_case", metafunc.config.stash[SESSION_KEY].cases(marker.args[0]), indirect=True)
+
+
+@pytest.fixture
+def harness_case(request: pytest.FixtureRequest) -> CheckCase:
+    """The (model spec, check) pair this test runs; parametrized by the plugin."""
+    case: CheckCase = request.param
+    row = {"tier": case.check.tier, "model": case.spec.name, "check": case.check.name}
+    request.node.user_properties.append((CASE_PROPERTY, json.dumps(row)))
+    return case
+
+
+@pytest.fixture
+def harness_model(request: pytest.FixtureRequest, harness_case: CheckCase) -> torch.nn.Module:
+    """The case's model, built once per worker and shared read-only (checks copy it)."""
+    return request.config.stash[SESSION_KEY].model(harness_case.spec)
+
+
+@pytest.fixture
+def harness_options(request: pytest.FixtureRequest) -> CheckOptions:
+    """Check options from the command line (``--harness-seed``)."""
+    return request.config.stash[SESSION_KEY].options()
+
+
+@pytest.fixture
+def record_check(request: pytest.FixtureRequest):
+    """Record a CheckResult as this test's report row, then fail, skip or warn as its status says."""
+
+    def record(result: CheckResult) -> CheckResult:
+        row = result.to_dict()
+        properties = request.node.user_properties
+        properties.append((ROW_PROPERTY, json.dumps(row, allow_nan=False)))
+        for key in ("status", "measured", "threshold", "sample_size", "seed"):
+            properties.append((f"harness.{key}", row[key]))
+        if result.tolerance:
+            properties.append(("harness.tolerance", json.dumps(result.tolerance)))
+        status = result.status.value
+        if status == "failed":
+            pytest.fail(result.message, pytrace=False)
+        if status == "skipped":
+            pytest.skip(result.got or result.message)
+        if status == "inconclusive":
+            pytest.skip(f"inconclusive: {result.message}")
+        if status == "warned":
+            warnings.warn(HarnessWarning(result.message), stacklevel=2)
+        return result
+
+    return record

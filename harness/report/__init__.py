@@ -1,0 +1,72 @@
+"""The JSON report: one file per run, holding a row per check with its measured value and verdict."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
+SCHEMA_VERSION = "1.0"
+STATUSES = ("passed", "failed", "warned", "inconclusive", "skipped", "error")
+PACKAGES = ("torch", "transformers", "tokenizers", "hypothesis", "pytest", "numpy", "ml-harness")
+
+
+def load_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def environment(hypothesis_profile: str, workers: int) -> dict[str, Any]:
+    """Interpreter, platform and the versions of the packages a verdict depends on."""
+
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {name: version(name) for name in PACKAGES},
+        "hypothesis_profile": hypothesis_profile,
+        "workers": workers,
+    }
+
+
+def build_report(run_id: str, rows: list[dict[str, Any]], env: dict[str, Any]) -> dict[str, Any]:
+    """The report document; rows are sorted by test id so serial and parallel runs give the same file."""
+    rows = sorted(rows, key=lambda row: row["test_id"])
+    counts = Counter(row["status"] for row in rows)
+    summary = {"total": len(rows), **{status: counts.get(status, 0) for status in STATUSES}}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "environment": env,
+        "summary": summary,
+        "rows": rows,
+    }
+
+
+def validate_report(report: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` if the report does not match the schema."""
+    import jsonschema
+
+    jsonschema.validate(report, load_schema())
+
+
+def write_report(report: dict[str, Any], path: Path) -> Path:
+    """Validate, then write atomically (a temporary file renamed over the target)."""
+    validate_report(report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    os.replace(temporary, path)
+    return path
