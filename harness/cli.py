@@ -1,7 +1,7 @@
 """The ``harness`` console script. ``run`` is a thin layer over pytest: same checks, same results.
 
-    harness run [--tier 1|1-3|1,4] [--model NAME|module:attr ...] [--workers N] [-- PYTEST ARGS]
-    harness models
+harness run [--tier 1|1-3|1,4] [--model NAME|module:attr ...] [--workers N] [-- PYTEST ARGS]
+harness models
 """
 
 from __future__ import annotations

@@ -77,7 +77,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="folder for report.json when --junitxml is not given (written to DIR/RUN_ID/). Default: reports",
     )
     group.addoption("--harness-run-id", default=None, metavar="ID", help="run id (default: UTC time + random suffix)")
-    group.addoption("--harness-seed", default="0", metavar="INT", help="seed of every generated check input. Default: 0")
+    group.addoption(
+        "--harness-seed", default="0", metavar="INT", help="seed of every generated check input. Default: 0"
+    )
 
 
 class HarnessSession:
@@ -178,11 +180,14 @@ class HarnessSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.is_controller or not self.rows:
             return
-        from harness.report import build_report, environment, write_report
         from hypothesis import settings
 
+        from harness.report import build_report, environment, write_report
+
         workers = int(getattr(self.config.option, "numprocesses", 0) or 0)
-        report = build_report(self.run_id, list(self.rows.values()), environment(settings.get_current_profile_name(), workers))
+        report = build_report(
+            self.run_id, list(self.rows.values()), environment(settings.get_current_profile_name(), workers)
+        )
         self.config.hook.pytest_harness_report(report=report, config=self.config)
         write_report(report, self.report_path)
 
@@ -231,7 +236,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     marker = metafunc.definition.get_closest_marker("tier")
     if marker is None or not marker.args or marker.args[0] not in (1, 2, 3, 4, 5):
-        raise pytest.UsageError(f"{metafunc.definition.nodeid} uses harness_case without a pytest.mark.tier(1..5) marker")
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid} uses harness_case without a pytest.mark.tier(1..5) marker"
+        )
     metafunc.parametrize("harness_case", metafunc.config.stash[SESSION_KEY].cases(marker.args[0]), indirect=True)
 
 

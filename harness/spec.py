@@ -40,9 +40,7 @@ class InputSpace:
         if self.min_length < 1:
             raise SpecError(f"InputSpace.min_length must be >= 1, got {self.min_length}")
         if self.max_length is not None and self.max_length < self.min_length:
-            raise SpecError(
-                f"InputSpace.max_length ({self.max_length}) must be >= min_length ({self.min_length})"
-            )
+            raise SpecError(f"InputSpace.max_length ({self.max_length}) must be >= min_length ({self.min_length})")
         if self.vocab_size is not None and not 0 <= self.pad_id < self.vocab_size:
             raise SpecError(f"InputSpace.pad_id must be in [0, {self.vocab_size}), got {self.pad_id}")
         if self.max_batch_size < 2:

@@ -75,4 +75,3 @@ def batch_size_of(batch: Batch) -> int:
 def select_rows(batch: Batch, rows: torch.Tensor | list[int] | slice) -> Batch:
     """The sub-batch of the given rows (dimension 0 of every tensor)."""
     return {key: value[rows] for key, value in batch.items()}
-

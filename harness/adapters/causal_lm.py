@@ -83,4 +83,3 @@ class CausalLMAdapter:
             block = torch.full((value.shape[0], amount), filler[key], dtype=value.dtype)
             padded[key] = torch.cat([block, value] if side == "left" else [value, block], dim=1)
         return padded
-

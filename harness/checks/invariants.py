@@ -55,7 +55,11 @@ def check_output_shapes(spec: ModelSpec, model: torch.nn.Module, *, options: Che
     """Outputs have the task's shape and are finite at every batch size and length in the input space."""
     adapter = adapter_for(spec)
     max_length = spec.inputs.max_length or 1
-    corners = [BatchShape(1, spec.inputs.min_length), BatchShape(1, max_length), BatchShape(spec.inputs.max_batch_size, max_length)]
+    corners = [
+        BatchShape(1, spec.inputs.min_length),
+        BatchShape(1, max_length),
+        BatchShape(spec.inputs.max_batch_size, max_length),
+    ]
 
     def body(case: tuple[BatchShape, int]) -> float:
         shape, seed = case
@@ -176,7 +180,10 @@ def check_padding_invariance(spec: ModelSpec, model: torch.nn.Module, *, options
         hint="The attention mask is ignored somewhere, or positions are not derived from it (left padding).",
         sample_size=outcome.examples,
         seed=options.seed,
-        details={"sides": list(sides), "failing_example": repr(outcome.failing_example) if outcome.failing_example else None},
+        details={
+            "sides": list(sides),
+            "failing_example": repr(outcome.failing_example) if outcome.failing_example else None,
+        },
     )
 
 
@@ -208,7 +215,9 @@ def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOp
             length, position, changed, seed = case
             batch, edited = changed_batch(length, changed, seed)
             past = slice(0, position + 1)
-            comparison = compare(_outputs(spec, model, edited)[:, past], _outputs(spec, model, batch)[:, past], tolerance)
+            comparison = compare(
+                _outputs(spec, model, edited)[:, past], _outputs(spec, model, batch)[:, past], tolerance
+            )
             if not comparison.within:
                 raise Violation(
                     comparison.max_abs,
@@ -284,7 +293,9 @@ def check_gradient_flow(spec: ModelSpec, model: torch.nn.Module, *, options: Che
 
 def _state_snapshot(model: torch.nn.Module) -> dict[str, object]:
     """Every parameter, buffer and plain scalar attribute of every submodule."""
-    state: dict[str, object] = {name: value.detach().clone() for name, value in model.state_dict(keep_vars=True).items()}
+    state: dict[str, object] = {
+        name: value.detach().clone() for name, value in model.state_dict(keep_vars=True).items()
+    }
     for module_name, module in model.named_modules():
         for attribute, value in vars(module).items():
             if isinstance(value, (bool, int, float, str)) and not attribute.startswith("_"):
@@ -378,7 +389,9 @@ def check_initialization(spec: ModelSpec, model: torch.nn.Module, *, options: Ch
         measured=float(len(problems)),
         threshold=0.0,
         expected=f"0 badly initialised parameters (std in [{low:g}, {high:g}], constants only for {', '.join(spec.init.constant_ok)})",
-        got=f"{len(problems)} bad: {listed}" if problems else f"{len(stds)} weight tensors, std {min(stds.values(), default=0):.3g}..{max(stds.values(), default=0):.3g}",
+        got=f"{len(problems)} bad: {listed}"
+        if problems
+        else f"{len(stds)} weight tensors, std {min(stds.values(), default=0):.3g}..{max(stds.values(), default=0):.3g}",
         hint="Check _init_weights / reset_parameters; declare intentional constants in InitSpec.constant_ok.",
         sample_size=sum(1 for _ in model.parameters()),
         seed=spec.seed,
