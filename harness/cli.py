@@ -7,11 +7,11 @@ harness models
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from harness.report import new_run_id
 
 TIERS = range(1, 6)
 
@@ -53,7 +53,7 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
     if not paths:
         present = sorted(p.name for p in suites.glob("tier*") if p.is_dir())
         raise CliError(f"no suite for tier {args.tier}; present: {', '.join(present)}")
-    run_id = args.run_id or _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+    run_id = args.run_id or new_run_id()
     folder = Path(args.report_dir) / run_id
     command = [*paths, "--junitxml", str(folder / "junit.xml"), "--harness-run-id", run_id]
     command += ["--harness-report-dir", args.report_dir, "--harness-seed", str(args.seed)]

@@ -14,10 +14,8 @@ into a failed test. At session end the controller writes ``report.json`` beside 
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +85,7 @@ class HarnessSession:
 
     def __init__(self, config: pytest.Config) -> None:
         from harness.loading import ModelSelectionError, validate_selectors
+        from harness.report import new_run_id
 
         self.config = config
         self.selectors: list[str] = config.getoption("model")
@@ -96,9 +95,7 @@ class HarnessSession:
             raise pytest.UsageError(
                 f"--harness-seed must be an integer, got {config.getoption('harness_seed')!r}"
             ) from None
-        self.run_id = config.getoption("harness_run_id") or (
-            _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-        )
+        self.run_id = config.getoption("harness_run_id") or new_run_id()
         if not self.run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise pytest.UsageError(f"--harness-run-id may hold letters, digits, '-', '_' and '.'; got {self.run_id!r}")
         self.report_path = self._report_path()

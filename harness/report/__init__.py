@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import secrets
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,11 @@ SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 SCHEMA_VERSION = "1.0"
 STATUSES = ("passed", "failed", "warned", "inconclusive", "skipped", "error")
 PACKAGES = ("torch", "transformers", "tokenizers", "hypothesis", "pytest", "numpy", "ml-harness")
+
+
+def new_run_id() -> str:
+    """A run id: UTC time to the second plus a random suffix, e.g. ``20261122-030701-0ce3``."""
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
 def load_schema() -> dict[str, Any]:
@@ -48,7 +54,7 @@ def build_report(run_id: str, rows: list[dict[str, Any]], env: dict[str, Any]) -
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "environment": env,
         "summary": summary,
         "rows": rows,
