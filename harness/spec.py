@@ -15,8 +15,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover - typing only, torch is imported lazily
     import torch
 
-TASKS = ("causal-lm", "image-classification")
-"""Tasks with a built-in adapter (see ``harness.adapters``)."""
+TASKS: dict[str, tuple[str, ...]] = {
+    "causal-lm": ("vocab_size", "max_length"),
+    "seq2seq-lm": ("vocab_size", "max_length"),
+    "token-classification": ("vocab_size", "max_length", "num_classes"),
+    "sequence-scoring": ("vocab_size", "max_length"),
+    "text-embedding": ("vocab_size", "max_length", "embedding_dim"),
+    "image-classification": ("image_size", "num_classes"),
+}
+"""Tasks with a built-in adapter (see ``harness.adapters``), each with the InputSpace fields it needs."""
 
 
 class SpecError(ValueError):
@@ -33,7 +40,8 @@ class InputSpace:
     pad_id: int = 0  # token id used for padding positions (masked out by attention_mask)
     ignore_index: int = -100  # label value excluded from the loss
     image_size: tuple[int, int, int] | None = None  # (channels, height, width) for vision models
-    num_classes: int | None = None  # classes of a classifier's output
+    num_classes: int | None = None  # classes of a classifier's output (per token for token classification)
+    embedding_dim: int | None = None  # width of the vector a text-embedding model returns
     max_batch_size: int = 8  # largest batch the fuzzed checks generate
 
     def __post_init__(self) -> None:
@@ -93,11 +101,7 @@ class ModelSpec:
             raise SpecError(f"ModelSpec.task must be one of {', '.join(TASKS)}; got {self.task!r}")
         if not callable(self.build):
             raise SpecError(f"ModelSpec.build must be callable, got {type(self.build).__name__}")
-        needed = {
-            "causal-lm": ("vocab_size", "max_length"),
-            "image-classification": ("image_size", "num_classes"),
-        }[self.task]
-        missing = [name for name in needed if getattr(self.inputs, name) is None]
+        missing = [name for name in TASKS[self.task] if getattr(self.inputs, name) is None]
         if missing:
             raise SpecError(f"ModelSpec {self.name!r} (task {self.task}) needs InputSpace.{', '.join(missing)}")
 

@@ -14,10 +14,15 @@ Batch = dict[str, torch.Tensor]
 
 
 class Adapter(Protocol):
-    """What the checks need from a task. Implementations are stateless."""
+    """What the checks need from a task. Implementations are stateless.
+
+    Sequence adapters (``sequence = True``, see ``harness.adapters.sequence.SequenceAdapter``) also
+    provide ``pad(spec, batch, *, amount, side)`` and ``real_outputs(outputs, *, amount, side, length)``.
+    """
 
     task: str
     sequence: bool  # inputs have a length dimension (token sequences)
+    per_token_outputs: bool  # outputs have a length dimension aligned with the inputs
 
     def make_batch(self, spec: ModelSpec, *, batch_size: int, length: int, generator: torch.Generator) -> Batch:
         """Random valid inputs with labels, no padding."""

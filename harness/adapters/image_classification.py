@@ -15,6 +15,7 @@ from harness.spec import ModelSpec
 class ImageClassificationAdapter:
     task = "image-classification"
     sequence = False
+    per_token_outputs = False
 
     def make_batch(self, spec: ModelSpec, *, batch_size: int, length: int, generator: torch.Generator) -> Batch:
         """Standard-normal pixels (the models take normalised images); ``length`` is ignored."""

@@ -92,7 +92,9 @@ def register(tier: int, *requirements: Requirement) -> Callable[[CheckFunction],
 
 
 def needs_sequence(spec: ModelSpec) -> str | None:
-    return None if spec.task == "causal-lm" else f"task {spec.task} has no sequence dimension"
+    from harness.adapters import adapter_for
+
+    return None if adapter_for(spec).sequence else f"task {spec.task} has no sequence dimension"
 
 
 def needs_attention_mask(spec: ModelSpec) -> str | None:
