@@ -250,8 +250,16 @@ def harness_case(request: pytest.FixtureRequest) -> CheckCase:
 
 @pytest.fixture
 def harness_model(request: pytest.FixtureRequest, harness_case: CheckCase) -> torch.nn.Module:
-    """The case's model, built once per worker and shared read-only (checks copy it)."""
-    return request.config.stash[SESSION_KEY].model(harness_case.spec)
+    """The case's model, built once per worker and shared read-only (checks copy it).
+
+    A model whose optional extra is missing skips with the install command in the reason.
+    """
+    from harness.spec import MissingExtraError
+
+    try:
+        return request.config.stash[SESSION_KEY].model(harness_case.spec)
+    except MissingExtraError as error:
+        pytest.skip(str(error))
 
 
 @pytest.fixture

@@ -30,6 +30,10 @@ class SpecError(ValueError):
     """A ModelSpec (or one of its parts) holds an invalid value."""
 
 
+class MissingExtraError(ImportError):
+    """A model needs an optional extra that is not installed; its checks skip, naming the extra."""
+
+
 @dataclass(frozen=True)
 class InputSpace:
     """The inputs a model accepts; strategies and checks never step outside it."""
@@ -64,6 +68,7 @@ class Capabilities:
     supports_training: bool = True  # parameters require grad and a loss can be back-propagated
     exportable: bool = True  # can be traced/exported (Tier 4)
     has_memory: bool = False  # carries an external memory (Tier 2 memory checks)
+    pretrained: bool = False  # build() loads trained weights: initialisation checks do not apply
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 Backends name *what* is compared with the eager fp32 reference:
 
 - ``eager``: the same model run differently (other batch composition, padding, repeated calls);
-  fp32 kernels may block differently by batch size, so a few ulps of slack.
+  fp32 kernels block differently by batch size and length, so the error grows with the size of the
+  accumulations: t5-tiny's logits (magnitude ~30) moved by 1.5e-5 under left padding. atol 1e-4
+  keeps a margin; a real leak moves outputs by 1e-2 or more.
 - ``serialized``: the model after a save/load round trip; the weights are identical, so only
   ulp-level noise is allowed.
 - ``reference``: an independent re-computation (e.g. the loss oracle) of the same quantity.
@@ -32,7 +34,7 @@ class Tolerance:
 
 
 TOLERANCES: dict[tuple[str, str], Tolerance] = {
-    ("float32", "eager"): Tolerance(rtol=1e-5, atol=1e-5),
+    ("float32", "eager"): Tolerance(rtol=1e-5, atol=1e-4),
     ("float32", "serialized"): Tolerance(rtol=0.0, atol=1e-6),
     ("float32", "reference"): Tolerance(rtol=0.0, atol=1e-5),
     ("float32", "torchscript"): Tolerance(rtol=1e-5, atol=1e-5),

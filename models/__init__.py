@@ -13,6 +13,8 @@ from harness.spec import ModelSpec
 ZOO: dict[str, str] = {
     "gpt2-tiny": "models.gpt2_tiny:SPEC",
     "cnn-digits": "models.cnn_digits:SPEC",
+    "t5-tiny": "models.t5_tiny:SPEC",
+    "minilm": "models.minilm:SPEC",
 }
 
 

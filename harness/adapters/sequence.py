@@ -28,6 +28,8 @@ class SequenceAdapter:
     task = ""
     sequence = True
     per_token_outputs = True  # outputs have a length dimension aligned with the inputs
+    causal_key = "input_ids"  # the stream a causal claim is about
+    bidirectional_key: str | None = None  # a stream that must be read bidirectionally whatever the claim
 
     def labels(self, spec: ModelSpec, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The labels of a batch of (unpadded) inputs."""

