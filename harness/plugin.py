@@ -143,7 +143,7 @@ class HarnessSession:
     def options(self) -> CheckOptions:
         from harness.checks import CheckOptions
 
-        return CheckOptions(seed=self.seed)
+        return CheckOptions(seed=self.seed, artifacts_dir=str(self.report_path.parent / "exports"))
 
     def cases(self, tier: int) -> list[Any]:
         from harness.checks import applicable_checks

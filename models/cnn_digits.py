@@ -41,15 +41,6 @@ class DigitsCNN(nn.Module):
         return output
 
 
-def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1797 digits as normalised (N, 1, 8, 8) float images and (N,) labels."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8), values 0..16
-    return (images - images.mean()) / images.std(), torch.tensor(digits.target)
-
-
 SPEC = ModelSpec(
     name="cnn-digits",
     task="image-classification",

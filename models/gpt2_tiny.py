@@ -13,19 +13,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from harness.cache import cache_dir
+from harness.data import reference_text
 from harness.spec import Capabilities, InputSpace, ModelSpec
 
 VOCAB_SIZE = 512  # BPE vocabulary, special tokens included
 CONTEXT = 64  # n_positions: the longest sequence
 SPECIAL_TOKENS = ("<|endoftext|>", "<pad>")  # ids 0 (bos/eos) and 1 (pad)
 EOS_ID, PAD_ID = 0, 1
-
-
-def reference_text() -> str:
-    """CPython's reference documentation topics, joined: about 800 kB of English prose and code."""
-    from pydoc_data.topics import topics
-
-    return "\n\n".join(topics[key] for key in sorted(topics))
 
 
 def _train_tokenizer(path: Path) -> None:

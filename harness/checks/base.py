@@ -30,6 +30,12 @@ class CheckOptions:
     length: int = 16  # sequence length of the fixed batches, capped at the spec's max_length
     num_batches: int = 3  # batches back-propagated by the gradient-flow check
     repeats: int = 3  # repeated eval forwards in the determinism check (at least 3)
+    artifacts_dir: str | None = None  # where exports are written (None: a temporary folder)
+    min_int8_agreement: float = 0.9  # int8 export: lowest share of top-1 (or score) agreement allowed
+    min_int8_cosine: float = 0.95  # int8 export of an embedding model: lowest cosine similarity allowed
+    max_int8_relative_error: float = 0.3  # int8 export: max |error| / max |eager output| at any shape
+    latency_repeats: int = 30  # interleaved timed calls per backend
+    max_latency_ratio: float = 3.0  # an exported backend's p50 may be at most this many times eager's
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "length", "num_batches"):
@@ -37,6 +43,13 @@ class CheckOptions:
                 raise ValueError(f"CheckOptions.{name} must be >= 1, got {name}={getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError(f"CheckOptions.batch_size must be >= 2, got batch_size={self.batch_size}")
+        if not 0.0 <= self.min_int8_agreement <= 1.0:
+            raise ValueError(f"CheckOptions.min_int8_agreement must be in [0, 1], got {self.min_int8_agreement}")
+        if self.latency_repeats < 5 or self.max_latency_ratio <= 0:
+            raise ValueError(
+                f"CheckOptions needs latency_repeats >= 5 and max_latency_ratio > 0, "
+                f"got latency_repeats={self.latency_repeats}, max_latency_ratio={self.max_latency_ratio}"
+            )
         if self.repeats < 3:
             raise ValueError(f"CheckOptions.repeats must be >= 3, got repeats={self.repeats}")
 

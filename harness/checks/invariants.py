@@ -222,7 +222,9 @@ def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOp
             length, position, changed, seed = case
             batch, edited = edited_pair(key, length, changed, seed)
             past = slice(0, position + 1)
-            comparison = compare(_outputs(spec, model, edited)[:, past], _outputs(spec, model, batch)[:, past], tolerance)
+            comparison = compare(
+                _outputs(spec, model, edited)[:, past], _outputs(spec, model, batch)[:, past], tolerance
+            )
             if not comparison.within:
                 raise Violation(
                     comparison.max_abs,
@@ -240,7 +242,9 @@ def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOp
     if bidirectional_key:
         batch, edited = edited_pair(bidirectional_key, max_length, max_length - 1, options.seed)
         first = slice(0, 1) if adapter.per_token_outputs else slice(None)
-        sensitivity = compare(_outputs(spec, model, edited)[:, first], _outputs(spec, model, batch)[:, first], tolerance)
+        sensitivity = compare(
+            _outputs(spec, model, edited)[:, first], _outputs(spec, model, batch)[:, first], tolerance
+        )
         measured["first_output_sensitivity"] = sensitivity.max_abs
         sample += 2
         if sensitivity.within:

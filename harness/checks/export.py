@@ -1,0 +1,369 @@
+"""Tier 4: does the exported model match? Parity at fuzzed shapes, int8 agreement, latency ratios.
+
+Every export is traced at one shape (``EXPORT_SHAPE``); parity is checked at Hypothesis-generated
+shapes that differ from it, batch 1, length 1 and the maximum length always included, so a size
+baked in at export time shows. An export that fails is a failed check naming the operator and opset.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hypothesis import strategies as st
+
+from harness.adapters import adapter_for
+from harness.checks.base import CheckOptions, register, verdict
+from harness.checks.fuzz import Violation, fuzz
+from harness.data import real_batch
+from harness.export import ExportError, Exports, export_inputs, exports_for
+from harness.export.artifacts import EXPORT_SHAPE, run_session
+from harness.result import CheckResult
+from harness.spec import ModelSpec
+from harness.strategies import BatchShape, batch_shapes
+from harness.tolerances import compare, tolerance_for
+
+CLASS_TASKS = ("causal-lm", "seq2seq-lm", "token-classification", "image-classification")
+Runner = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+def needs_export(spec: ModelSpec) -> str | None:
+    return None if spec.capabilities.exportable else "the model declares it is not exportable"
+
+
+def agreements(spec: ModelSpec, reference: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
+    """Per prediction, whether the exported model says the same thing: top-1 equality for class outputs,
+    cosine similarity for embeddings, |difference| <= 0.05 for sequence scores."""
+    if spec.task in CLASS_TASKS:
+        return (reference.argmax(-1) == got.argmax(-1)).double().flatten()
+    if spec.task == "text-embedding":
+        return torch.nn.functional.cosine_similarity(reference.double(), got.double(), dim=-1).flatten()
+    return ((reference - got).abs() <= 0.05).double().flatten()
+
+
+def pooled_agreement(spec: ModelSpec, per_prediction: list[torch.Tensor]) -> float:
+    """Agreement over every prediction of every shape: the share that agree (the lowest cosine for embeddings)."""
+    values = torch.cat(per_prediction)
+    return float(values.min() if spec.task == "text-embedding" else values.mean())
+
+
+@dataclass(frozen=True)
+class ShapeParity:
+    """Parity at one fuzzed shape."""
+
+    batch_size: int
+    length: int
+    max_abs: float
+    max_rel: float
+    fraction_within: float
+    agreement: float  # share of predictions that agree (lowest cosine for embeddings)
+
+    @property
+    def shape(self) -> str:
+        return f"{self.batch_size}x{self.length}"
+
+
+def _fuzzed_shapes(spec: ModelSpec) -> tuple[st.SearchStrategy[tuple[BatchShape, int]], list[tuple[BatchShape, int]]]:
+    """Shapes other than the export shape, and the corners every run includes."""
+    sequence = adapter_for(spec).sequence
+    max_length = spec.inputs.max_length if sequence else 1
+    export_shape = BatchShape(EXPORT_SHAPE[0], EXPORT_SHAPE[1] if sequence else 1)
+    corners = {BatchShape(1, 1), BatchShape(1, max_length), BatchShape(spec.inputs.max_batch_size, max_length)}
+    corners.discard(export_shape)
+    seeds = st.integers(0, 2**31 - 1)
+    strategy = st.tuples(batch_shapes(spec).filter(lambda shape: shape != export_shape), seeds)
+    return strategy, [(corner, 0) for corner in sorted(corners, key=lambda s: (s.batch_size, s.length))]
+
+
+def _parity(
+    spec: ModelSpec,
+    model: torch.nn.Module,
+    options: CheckOptions,
+    *,
+    check: str,
+    runner: Callable[[Exports], Runner],
+    fmt: str,
+    backend: str,
+    quantized: bool = False,
+) -> CheckResult:
+    """Compare an exported runner with eager at fuzzed shapes; the result names the worst shape."""
+    tolerance = tolerance_for(torch.float32, backend)
+    exports = exports_for(spec, model, options.artifacts_dir)
+    try:
+        run = runner(exports)
+        record = exports.record(fmt)
+    except ExportError as error:
+        return _export_failure(spec, check, error, options)
+    adapter, eager = adapter_for(spec), exports.wrapper()
+    shapes: list[ShapeParity] = []
+    predictions: list[torch.Tensor] = []
+
+    def body(case: tuple[BatchShape, int]) -> float:
+        shape, seed = case
+        batch = adapter.make_batch(
+            spec, batch_size=shape.batch_size, length=shape.length, generator=torch.Generator().manual_seed(seed)
+        )
+        inputs = export_inputs(spec, batch)
+        with torch.no_grad():
+            reference = eager(*inputs.values())
+        got = run(inputs)
+        if tuple(got.shape) != tuple(reference.shape):
+            raise Violation(
+                float("inf"),
+                f"shape {shape.batch_size}x{shape.length}: output {tuple(got.shape)}, eager {tuple(reference.shape)}",
+            )
+        comparison = compare(got, reference, tolerance)
+        scale = float(reference.abs().max()) or 1.0
+        agree = agreements(spec, reference, got)
+        parity = ShapeParity(shape.batch_size, shape.length, comparison.max_abs, comparison.max_abs / scale,
+                             comparison.fraction_within, pooled_agreement(spec, [agree]))  # fmt: skip
+        shapes.append(parity)
+        predictions.append(agree)
+        if quantized:
+            if parity.max_rel > options.max_int8_relative_error:
+                raise Violation(parity.max_abs, f"shape {parity.shape}: relative error {parity.max_rel:.3g}")
+        elif not comparison.within:
+            raise Violation(parity.max_abs, f"shape {parity.shape}: max abs error {parity.max_abs:.3g}")
+        return parity.max_abs
+
+    strategy, corners = _fuzzed_shapes(spec)
+    outcome = fuzz(strategy, body, explicit=corners)
+    worst = max(shapes, key=lambda s: s.max_abs) if shapes else None
+    pooled = pooled_agreement(spec, predictions) if predictions else 0.0
+    minimum = options.min_int8_cosine if spec.task == "text-embedding" else options.min_int8_agreement
+    failure = outcome.failure
+    if quantized and failure is None and pooled < minimum:
+        failure = f"agreement {pooled:.3f} over {sum(p.numel() for p in predictions)} predictions, below {minimum:g}"
+    details: dict[str, Any] = {
+        "format": fmt,
+        "exporter": record.exporter,
+        "opset": record.opset,
+        "export_seconds": record.seconds,
+        "export_notes": list(record.notes),
+        "artifact": str(record.path),
+        "export_shape": list(EXPORT_SHAPE),
+        "worst_shape": worst.shape if worst else None,
+        "shapes": [vars(s) for s in shapes],
+        "agreement": pooled,
+        "predictions": sum(p.numel() for p in predictions),
+        "min_fraction_within": min((s.fraction_within for s in shapes), default=None),
+        "max_relative_error": max((s.max_rel for s in shapes), default=None),
+    }
+    if quantized:
+        details["real_input_accuracy"] = _real_accuracy(spec, eager, run)
+        threshold = minimum
+        what = "lowest cosine similarity" if spec.task == "text-embedding" else "agreement over all fuzzed predictions"
+        expected = f"{what} >= {minimum:g} and relative error <= {options.max_int8_relative_error:g} at every shape"
+        measured = pooled
+    else:
+        threshold = tolerance.atol
+        expected = (
+            f"max abs error within atol={tolerance.atol:g} + rtol={tolerance.rtol:g}*|eager| at every fuzzed shape"
+        )
+        measured = worst.max_abs if worst else float("inf")
+    summary = (
+        f"worst shape {worst.shape}: max abs {worst.max_abs:.3g}, agreement {worst.agreement:.3f}" if worst else ""
+    )
+    return verdict(
+        spec,
+        check,
+        passed=failure is None,
+        measured=measured,
+        threshold=threshold,
+        tolerance=tolerance.as_dict(),
+        expected=expected,
+        got=f"{failure}; {summary}" if failure else f"{summary} over {len(shapes)} shapes",
+        hint="A size baked in at export time (Python ints from tensor.shape, data-dependent control flow), "
+        "an operator exported with other semantics, or weights changed after export.",
+        sample_size=len(shapes),
+        seed=options.seed,
+        details=details,
+    )
+
+
+def _export_failure(spec: ModelSpec, check: str, error: ExportError, options: CheckOptions) -> CheckResult:
+    return verdict(
+        spec,
+        check,
+        passed=False,
+        measured=None,
+        threshold=None,
+        expected="the model to export",
+        got=f"export failed: {error}",
+        hint="Replace the operator, pick another opset, or declare Capabilities(exportable=False) with a reason.",
+        sample_size=0,
+        seed=options.seed,
+        details={"operator": error.operator, "opset": error.opset},
+    )
+
+
+def _real_accuracy(spec: ModelSpec, eager: torch.nn.Module, run: Runner) -> dict[str, float] | None:
+    """On real inputs: top-1 accuracy of eager and exported (next token for LMs) and the delta; for
+    embeddings, the mean and lowest cosine similarity. None when the harness has no real data for the task."""
+    batch_size = 256 if spec.task == "image-classification" else 8
+    batch = real_batch(spec, batch_size=batch_size, length=min(32, spec.inputs.max_length or 32))
+    if batch is None:
+        return None
+    inputs = export_inputs(spec, batch)
+    with torch.no_grad():
+        reference = eager(*inputs.values())
+    got = run(inputs)
+    if spec.task not in CLASS_TASKS:
+        cosine = agreements(spec, reference, got) if spec.task == "text-embedding" else None
+        return None if cosine is None else {"mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min()),
+                                            "examples": int(cosine.numel())}  # fmt: skip
+    labels = batch["labels"]
+    if spec.task == "causal-lm":
+        reference, got, labels = reference[:, :-1], got[:, :-1], labels[:, 1:]
+
+    def accuracy(logits: torch.Tensor) -> float:
+        return float((logits.argmax(-1) == labels).double().mean())
+
+    eager_accuracy, exported_accuracy = accuracy(reference), accuracy(got)
+    return {"eager": eager_accuracy, "exported": exported_accuracy, "delta": exported_accuracy - eager_accuracy,
+            "examples": int(labels.numel())}  # fmt: skip
+
+
+def _torchscript_runner(exports: Exports) -> Runner:
+    module = exports.torchscript_module()
+
+    def run(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            return module(*inputs.values())
+
+    return run
+
+
+def _onnx_runner(fmt: str, optimization: str) -> Callable[[Exports], Runner]:
+    def make(exports: Exports) -> Runner:
+        session = exports.session(fmt, optimization)
+        return lambda inputs: run_session(session, inputs)
+
+    return make
+
+
+@register(4, needs_export)
+def check_torchscript_parity(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """The TorchScript export matches eager at fuzzed shapes other than the traced one."""
+    return _parity(
+        spec,
+        model,
+        options,
+        check="torchscript_parity",
+        runner=_torchscript_runner,
+        fmt="torchscript",
+        backend="torchscript",
+    )
+
+
+@register(4, needs_export)
+def check_onnx_parity(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """The ONNX export under onnxruntime, graph optimisations off, matches eager at fuzzed shapes."""
+    return _parity(
+        spec,
+        model,
+        options,
+        check="onnx_parity",
+        runner=_onnx_runner("onnx", "disabled"),
+        fmt="onnx",
+        backend="onnxruntime",
+    )
+
+
+@register(4, needs_export)
+def check_onnx_optimized_parity(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """The ONNX export under onnxruntime, every graph optimisation on, matches eager at fuzzed shapes."""
+    return _parity(
+        spec,
+        model,
+        options,
+        check="onnx_optimized_parity",
+        runner=_onnx_runner("onnx", "all"),
+        fmt="onnx",
+        backend="onnxruntime",
+    )
+
+
+@register(4, needs_export)
+def check_onnx_int8_parity(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """The dynamically int8-quantized ONNX export agrees with eager (top-1, cosine or score) at fuzzed shapes."""
+    return _parity(
+        spec, model, options, check="onnx_int8_parity", runner=_onnx_runner("onnx-int8", "all"), fmt="onnx-int8",
+        backend="onnxruntime-int8", quantized=True,
+    )  # fmt: skip
+
+
+@register(4, needs_export)
+def check_latency_ratios(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """Exported backends are at most ``max_latency_ratio`` times slower than eager (p50, interleaved runs)."""
+    exports = exports_for(spec, model, options.artifacts_dir)
+    batch = adapter_for(spec).make_batch(
+        spec,
+        batch_size=options.batch_size,
+        length=options.length_for(spec),
+        generator=torch.Generator().manual_seed(options.seed),
+    )
+    inputs = export_inputs(spec, batch)
+    try:
+        eager = exports.wrapper()
+        backends: dict[str, Runner] = {
+            "eager": lambda named: eager(*named.values()),
+            "torchscript": _torchscript_runner(exports),
+            "onnxruntime": _onnx_runner("onnx", "all")(exports),
+        }
+    except ExportError as error:
+        return _export_failure(spec, "latency_ratios", error, options)
+    timings = _interleaved_timings(backends, inputs, repeats=options.latency_repeats)
+    p50 = {name: statistics.median(times) for name, times in timings.items()}
+    p95 = {name: _percentile(times, 0.95) for name, times in timings.items()}
+    ratios = {name: p50[name] / p50["eager"] for name in backends if name != "eager"}
+    slowest = max(ratios, key=ratios.get)
+    return verdict(
+        spec,
+        "latency_ratios",
+        passed=ratios[slowest] <= options.max_latency_ratio,
+        measured=ratios[slowest],
+        threshold=options.max_latency_ratio,
+        expected=f"every backend's p50 <= {options.max_latency_ratio:g} x eager's",
+        got=", ".join(f"{name} {ratio:.2f}x" for name, ratio in ratios.items()) + f" (slowest: {slowest})",
+        hint="A slow exported graph: unfused ops, optimisations disabled, or shape-dependent recompilation.",
+        sample_size=options.latency_repeats,
+        seed=options.seed,
+        details={
+            "p50_ratio": ratios,
+            "p95_ratio": {name: p95[name] / p95["eager"] for name in ratios},
+            "p50_ms_eager": p50["eager"] * 1e3,  # context only: gates compare ratios, never absolute times
+            "batch_shape": [options.batch_size, options.length_for(spec)],
+        },
+    )
+
+
+def _interleaved_timings(
+    backends: dict[str, Runner], inputs: dict[str, torch.Tensor], *, repeats: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each backend, the order rotated every round so drift hits all alike."""
+    names = list(backends)
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # onnxruntime sessions run one intra-op thread too
+    try:
+        with torch.no_grad():
+            for name in names:  # warm-up
+                backends[name](inputs)
+            for round_ in range(repeats):
+                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                    started = time.perf_counter()
+                    backends[name](inputs)
+                    timings[name].append(time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+    return timings
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -1,0 +1,1 @@
+"""Training: schedulers, loss modifiers; the Lightning trainer comes with Tier 3."""
