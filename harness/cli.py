@@ -84,6 +84,57 @@ def command_models(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_FORMATS = ("torchscript", "torchscript-script", "onnx", "onnx-int8")
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [fmt for fmt in formats if fmt not in EXPORT_FORMATS]
+    if unknown or not formats:
+        raise CliError(f"--formats takes a comma-separated subset of {', '.join(EXPORT_FORMATS)}; got {text!r}")
+    return formats
+
+
+def command_export(args: argparse.Namespace) -> int:
+    """Export one model to each format; a failed export is reported, and the exit status is 1."""
+    import json
+
+    from harness.export import ExportError, exports_for
+    from harness.loading import ModelSelectionError, resolve_models
+
+    formats = parse_formats(args.formats)
+    try:
+        specs = resolve_models([args.model])
+    except ModelSelectionError as error:
+        raise CliError(str(error)) from None
+    rows = []
+    for spec in specs:
+        exports = exports_for(spec, spec.build_model(), args.out)
+        for fmt in formats:
+            if not args.json:
+                print(f"exporting {spec.name} to {fmt} ...", file=sys.stderr, flush=True)
+            try:
+                record = exports.record(fmt)
+            except ExportError as error:
+                rows.append({"model": spec.name, "format": fmt, "ok": False, "error": str(error),
+                             "operator": error.operator, "opset": error.opset})  # fmt: skip
+                continue
+            rows.append({"model": spec.name, "format": fmt, "ok": True, "path": str(record.path),
+                         "exporter": record.exporter, "opset": record.opset, "seconds": record.seconds,
+                         "notes": list(record.notes)})  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            outcome = (
+                f"{row['exporter']} opset {row['opset']} in {row['seconds']:.1f}s -> {row['path']}"
+                if row["ok"]
+                else f"FAILED: {row['error']}"
+            )
+            print(f"{row['model']:14s} {row['format']:12s} {outcome}")
+    return 0 if all(row["ok"] for row in rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Validate ML models with pytest suites in five tiers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -98,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--hypothesis-profile", default="ci", choices=("dev", "ci", "nightly"), help="default: ci")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     run.set_defaults(handler=command_run)
+
+    export = commands.add_parser("export", help="export a model to TorchScript / ONNX / int8 ONNX")
+    export.add_argument("--model", required=True, help="zoo name or module:attribute")
+    export.add_argument("--formats", default="onnx,torchscript", help=f"comma-separated: {', '.join(EXPORT_FORMATS)}")
+    export.add_argument("--out", default="reports/exports", help="output folder (default: reports/exports)")
+    export.add_argument("--json", action="store_true", help="print the export records as JSON")
+    export.set_defaults(handler=command_export)
 
     models = commands.add_parser("models", help="list the reference zoo and what each model supports")
     models.set_defaults(handler=command_models)

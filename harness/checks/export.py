@@ -17,12 +17,12 @@ import torch
 from hypothesis import strategies as st
 
 from harness.adapters import adapter_for
-from harness.checks.base import CheckOptions, register, verdict
+from harness.checks.base import CHECKS, CheckOptions, register, verdict
 from harness.checks.fuzz import Violation, fuzz
 from harness.data import real_batch
 from harness.export import ExportError, Exports, export_inputs, exports_for
 from harness.export.artifacts import EXPORT_SHAPE, run_session
-from harness.result import CheckResult
+from harness.result import CheckResult, Status
 from harness.spec import ModelSpec
 from harness.strategies import BatchShape, batch_shapes
 from harness.tolerances import compare, tolerance_for
@@ -228,14 +228,17 @@ def _real_accuracy(spec: ModelSpec, eager: torch.nn.Module, run: Runner) -> dict
             "examples": int(labels.numel())}  # fmt: skip
 
 
-def _torchscript_runner(exports: Exports) -> Runner:
-    module = exports.torchscript_module()
+def _torchscript_runner(fmt: str) -> Callable[[Exports], Runner]:
+    def make(exports: Exports) -> Runner:
+        run = exports.torchscript_runner(fmt)
 
-    def run(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
-            return module(*inputs.values())
+        def run_without_grad(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+            with torch.no_grad():
+                return run(inputs)
 
-    return run
+        return run_without_grad
+
+    return make
 
 
 def _onnx_runner(fmt: str, optimization: str) -> Callable[[Exports], Runner]:
@@ -248,16 +251,21 @@ def _onnx_runner(fmt: str, optimization: str) -> Callable[[Exports], Runner]:
 
 @register(4, needs_export)
 def check_torchscript_parity(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
-    """The TorchScript export matches eager at fuzzed shapes other than the traced one."""
-    return _parity(
-        spec,
-        model,
-        options,
-        check="torchscript_parity",
-        runner=_torchscript_runner,
-        fmt="torchscript",
-        backend="torchscript",
-    )
+    """The traced TorchScript export matches eager at fuzzed shapes other than the traced one."""
+    return _parity(spec, model, options, check="torchscript_parity", runner=_torchscript_runner("torchscript"),
+                   fmt="torchscript", backend="torchscript")  # fmt: skip
+
+
+@register(4, needs_export)
+def check_torchscript_script_parity(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """Where the model can be scripted, the scripted model matches eager at fuzzed shapes."""
+    try:
+        exports_for(spec, model, options.artifacts_dir).record("torchscript-script")
+    except ExportError as error:
+        return CheckResult("torchscript_script_parity", spec.name, 4, Status.SKIPPED, CHECKS["torchscript_script_parity"].rule,
+                           got=str(error), seed=options.seed)  # fmt: skip
+    return _parity(spec, model, options, check="torchscript_script_parity",
+                   runner=_torchscript_runner("torchscript-script"), fmt="torchscript-script", backend="torchscript")  # fmt: skip
 
 
 @register(4, needs_export)
@@ -312,7 +320,7 @@ def check_latency_ratios(spec: ModelSpec, model: torch.nn.Module, *, options: Ch
         eager = exports.wrapper()
         backends: dict[str, Runner] = {
             "eager": lambda named: eager(*named.values()),
-            "torchscript": _torchscript_runner(exports),
+            "torchscript": _torchscript_runner("torchscript")(exports),
             "onnxruntime": _onnx_runner("onnx", "all")(exports),
         }
     except ExportError as error:

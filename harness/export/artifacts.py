@@ -14,6 +14,7 @@ import re
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ class ExportError(RuntimeError):
 class ExportRecord:
     """One exported file and how it was made."""
 
-    format: str  # "torchscript", "onnx", "onnx-int8"
+    format: str  # "torchscript" (traced), "torchscript-script", "onnx", "onnx-int8"
     path: Path
     exporter: str  # "trace", "script", "dynamo", "torchscript-onnx", "quantize_dynamic"
     opset: int | None
@@ -101,7 +102,12 @@ class Exports:
         if fmt in self.failures:
             raise self.failures[fmt]
         if fmt not in self.records:
-            make = {"torchscript": self._torchscript, "onnx": self._onnx, "onnx-int8": self._onnx_int8}[fmt]
+            make = {
+                "torchscript": self._torchscript,
+                "torchscript-script": self._torchscript_script,
+                "onnx": self._onnx,
+                "onnx-int8": self._onnx_int8,
+            }[fmt]
             started = time.perf_counter()
             try:
                 record = make()
@@ -112,19 +118,27 @@ class Exports:
         return self.records[fmt]
 
     def _torchscript(self) -> dict[str, Any]:
-        path, notes = self._path(".torchscript.pt"), []
+        """``torch.jit.trace`` of the export wrapper at the export shape."""
+        path = self._path(".traced.pt")
         try:
-            module, exporter = torch.jit.script(self.wrapper()), "script"
-        except Exception as error:  # noqa: BLE001 - most models cannot be scripted; tracing is the fallback
-            notes.append(f"script failed ({type(error).__name__}), traced instead")
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    module, exporter = torch.jit.trace(self.wrapper(), self.example(), check_trace=False), "trace"
-            except Exception as trace_error:  # noqa: BLE001
-                raise _unsupported(trace_error, None) from trace_error
-        _atomic_save(lambda target: torch.jit.save(module, str(target)), path)
-        return {"format": "torchscript", "path": path, "exporter": exporter, "opset": None, "notes": tuple(notes)}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module = torch.jit.trace(self.wrapper(), self.example(), check_trace=False)
+            _atomic_save(lambda target: torch.jit.save(module, str(target)), path)
+        except Exception as error:  # noqa: BLE001
+            raise _unsupported(error, None) from error
+        return {"format": "torchscript", "path": path, "exporter": "trace", "opset": None}
+
+    def _torchscript_script(self) -> dict[str, Any]:
+        """``torch.jit.script`` of the model itself (it keeps the model's own signature)."""
+        path = self._path(".scripted.pt")
+        try:
+            module = torch.jit.script(self.model)
+            _atomic_save(lambda target: torch.jit.save(module, str(target)), path)
+        except Exception as error:  # noqa: BLE001 - most transformers models cannot be scripted
+            first_line = (str(error).strip().splitlines() or [""])[0][:200]
+            raise ExportError(f"not scriptable: {type(error).__name__}: {first_line}") from error
+        return {"format": "torchscript-script", "path": path, "exporter": "script", "opset": None}
 
     def _onnx(self) -> dict[str, Any]:
         import onnx
@@ -201,6 +215,7 @@ class Exports:
                     lambda target: quantize_dynamic(prepared, target, weight_type=QuantType.QInt8, per_channel=True),
                     path,
                 )
+                prepared.unlink()
         except Exception as error:  # noqa: BLE001
             raise _unsupported(error, source.opset) from error
         return {"format": "onnx-int8", "path": path, "exporter": "quantize_dynamic", "opset": source.opset,
@@ -224,8 +239,15 @@ class Exports:
             )
         return self._sessions[(fmt, optimization)]
 
-    def torchscript_module(self) -> torch.jit.ScriptModule:
-        return torch.jit.load(str(self.record("torchscript").path)).eval()
+    def torchscript_runner(self, fmt: str = "torchscript") -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+        """Call a TorchScript file on named inputs: the traced wrapper positionally, a scripted model
+        through the adapter (with the model's own keyword signature)."""
+        record = self.record(fmt)
+        module = torch.jit.load(str(record.path)).eval()
+        if record.exporter == "script":
+            adapter = adapter_for(self.spec)
+            return lambda inputs: adapter.forward(self.spec, module, inputs)
+        return lambda inputs: module(*inputs.values())
 
 
 def run_session(session: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

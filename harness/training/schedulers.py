@@ -263,7 +263,9 @@ class PlateauAdaptive:
         """Update the state with one metric value; returns the new multiplier."""
         if isinstance(metric, torch.Tensor):
             metric = metric.item()
-        value = _real("metric", metric, low=-math.inf, high=math.inf)
+        if isinstance(metric, bool) or not isinstance(metric, numbers.Real):
+            raise TypeError(f"metric must be a real number, got metric={metric!r}")
+        value = float(metric)
         if not math.isfinite(value):
             raise ValueError(f"metric must be finite, got metric={metric!r}")
         if self._improved(value):
@@ -288,8 +290,13 @@ class PlateauAdaptiveLR(LambdaLR):
     """LambdaLR driven by a :class:`PlateauAdaptive`: ``scheduler.step(metric)`` records, then applies."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, plateau: PlateauAdaptive) -> None:
-        self.plateau = plateau
         super().__init__(optimizer, plateau)
+
+    @property
+    def plateau(self) -> PlateauAdaptive:
+        """The multiplier's state: the object ``load_state_dict`` restores (not an attribute of its own,
+        which ``state_dict`` would save by reference)."""
+        return self.lr_lambdas[0]
 
     def step(self, metric: float | None = None) -> None:  # type: ignore[override]
         if metric is not None:
