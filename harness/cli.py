@@ -135,6 +135,48 @@ def command_export(args: argparse.Namespace) -> int:
     return 0 if all(row["ok"] for row in rows) else 1
 
 
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise CliError(f"--batch-sizes takes comma-separated positive integers like 1,2,4; got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise CliError(f"--batch-sizes takes comma-separated positive integers like 1,2,4; got {text!r}")
+    return sizes
+
+
+def command_profile(args: argparse.Namespace) -> int:
+    """Profile one model; with --baseline, exit 1 when a throughput or memory ratio crosses its limit."""
+    import json
+    from dataclasses import asdict
+
+    from harness.loading import ModelSelectionError, resolve_models
+    from harness.profile import compare_profiles, format_table, load_profile, plot_profile, profile_model, save_profile
+
+    sizes = parse_batch_sizes(args.batch_sizes)
+    try:
+        (spec,) = resolve_models([args.model])[:1]
+        baseline = load_profile(Path(args.baseline)) if args.baseline else None
+    except (ModelSelectionError, ValueError) as error:
+        raise CliError(str(error)) from None
+    print(f"profiling {spec.name} at batch sizes {sizes} on {args.device} ...", file=sys.stderr, flush=True)
+    rows = profile_model(spec, spec.build_model(), batch_sizes=sizes, device=args.device)
+    violations = compare_profiles(rows, baseline, max_slowdown=args.max_slowdown) if baseline else []
+    if args.save:
+        save_profile(rows, Path(args.save), model=spec.name)
+    if args.plot:
+        plot_profile(rows, Path(args.plot), title=f"{spec.name} on {args.device}")
+    if args.json:
+        print(json.dumps({"model": spec.name, "rows": [asdict(r) for r in rows],
+                          "violations": [asdict(v) for v in violations]}, indent=2))  # fmt: skip
+    else:
+        print(format_table(rows))
+        for violation in violations:
+            print(f"REGRESSION {violation.mode} batch {violation.batch_size}: {violation.metric} ratio "
+                  f"{violation.ratio:.2f} vs limit {violation.limit:.2f}")  # fmt: skip
+    return 1 if violations else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Validate ML models with pytest suites in five tiers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -156,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default="reports/exports", help="output folder (default: reports/exports)")
     export.add_argument("--json", action="store_true", help="print the export records as JSON")
     export.set_defaults(handler=command_export)
+
+    profile = commands.add_parser("profile", help="throughput and peak memory across batch sizes")
+    profile.add_argument("--model", required=True, help="zoo name or module:attribute")
+    profile.add_argument("--batch-sizes", default="1,2,4,8,16,32", help="comma-separated (default 1,2,4,8,16,32)")
+    profile.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    profile.add_argument("--save", help="write the profile as JSON (a baseline for later runs)")
+    profile.add_argument("--baseline", help="a saved profile to gate against (ratios only)")
+    profile.add_argument("--max-slowdown", type=float, default=1.5, help="allowed throughput ratio (default 1.5)")
+    profile.add_argument("--plot", help="write throughput and memory plots to this PNG")
+    profile.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    profile.set_defaults(handler=command_profile)
 
     models = commands.add_parser("models", help="list the reference zoo and what each model supports")
     models.set_defaults(handler=command_models)

@@ -25,6 +25,9 @@ TASKS: dict[str, tuple[str, ...]] = {
 }
 """Tasks with a built-in adapter (see ``harness.adapters``), each with the InputSpace fields it needs."""
 
+SEQUENCE_TASKS = frozenset(task for task, fields in TASKS.items() if "max_length" in fields)
+"""Tasks whose inputs are token sequences with a length dimension."""
+
 
 class SpecError(ValueError):
     """A ModelSpec (or one of its parts) holds an invalid value."""

@@ -16,7 +16,7 @@ from typing import Literal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from harness.spec import ModelSpec
+from harness.spec import SEQUENCE_TASKS, ModelSpec
 
 PROFILES: dict[str, settings] = {
     "dev": settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow]),
@@ -32,7 +32,8 @@ PROFILES: dict[str, settings] = {
 }
 for _name, _profile in PROFILES.items():
     settings.register_profile(_name, _profile)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+if settings.get_current_profile_name() == "default":  # never override a profile someone already chose
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
 def _check_range(name_min: str, low: int, name_max: str, high: int) -> None:
@@ -57,7 +58,7 @@ def sequence_lengths(
     high = (spec.inputs.max_length or 1) if max_length is None else max_length
     _check_range("min_length", low, "max_length", high)
     if spec.inputs.max_length is not None and high > spec.inputs.max_length:
-        raise ValueError(f"max_length must be <= the spec's max_length {spec.inputs.max_length}, got {high}")
+        raise ValueError(f"max_length must be <= the spec's max_length {spec.inputs.max_length}, got max_length={high}")
     return st.one_of(st.sampled_from(sorted({low, high})), st.integers(low, high))
 
 
@@ -73,7 +74,7 @@ def batch_shapes(
     spec: ModelSpec, *, max_size: int | None = None, max_length: int | None = None
 ) -> st.SearchStrategy[BatchShape]:
     """Batch shapes over the whole input space (length fixed at 1 for non-sequence tasks)."""
-    lengths = sequence_lengths(spec, max_length=max_length) if spec.task == "causal-lm" else st.just(1)
+    lengths = sequence_lengths(spec, max_length=max_length) if spec.task in SEQUENCE_TASKS else st.just(1)
     return st.builds(BatchShape, batch_sizes(spec, max_size=max_size), lengths)
 
 
@@ -104,8 +105,11 @@ def padding_layouts(
     if not sides or set(sides) - {"left", "right"}:
         raise ValueError(f"sides must be a non-empty subset of ('left', 'right'), got sides={sides!r}")
     max_length = spec.inputs.max_length
-    if max_length is None or max_length < 2:
-        raise ValueError(f"padding_layouts needs a spec with max_length >= 2; {spec.name!r} has {max_length}")
+    if max_length is None or max_length <= spec.inputs.min_length:
+        raise ValueError(
+            f"padding_layouts needs room for padding (max_length > min_length); {spec.name!r} has "
+            f"min_length={spec.inputs.min_length}, max_length={max_length}"
+        )
 
     @st.composite
     def layouts(draw: st.DrawFn) -> PaddingLayout:

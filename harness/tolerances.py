@@ -83,14 +83,16 @@ def compare(got: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance) -> 
     got64, exp64 = got.detach().double().cpu(), expected.detach().double().cpu()
     if got64.numel() == 0:
         return Comparison(0.0, 0.0, 1.0, float("-inf"), 0)
-    diff = (got64 - exp64).abs()
-    diff = torch.where(torch.isfinite(diff), diff, torch.full_like(diff, float("inf")))
-    bound = tolerance.atol + tolerance.rtol * exp64.abs()
+    finite = torch.isfinite(got64) & torch.isfinite(exp64)  # NaN or Inf on either side: infinitely far
+    diff = torch.where(finite, (got64 - exp64).abs(), torch.full_like(got64, float("inf")))
+    bound = torch.where(finite, tolerance.atol + tolerance.rtol * exp64.abs(), torch.zeros_like(got64))
+    excess = diff - bound
     rel = torch.where(diff == 0, torch.zeros_like(diff), diff / exp64.abs())
+    rel = torch.where(finite, rel, diff)  # inf, never inf/inf = NaN
     return Comparison(
         max_abs=float(diff.max()),
         max_rel=float(rel.max()),
-        fraction_within=float((diff <= bound).double().mean()),
-        worst_excess=float((diff - bound).max()),
+        fraction_within=float((excess <= 0).double().mean()),
+        worst_excess=float(excess.max()),
         numel=diff.numel(),
     )

@@ -15,6 +15,9 @@ ZOO: dict[str, str] = {
     "cnn-digits": "models.cnn_digits:SPEC",
     "t5-tiny": "models.t5_tiny:SPEC",
     "minilm": "models.minilm:SPEC",
+    "multimode-gpt-lm": "models.multimode_gpt:LM_SPEC",
+    "multimode-gpt-tagger": "models.multimode_gpt:TAGGER_SPEC",
+    "multimode-gpt-scorer": "models.multimode_gpt:SCORER_SPEC",
 }
 
 

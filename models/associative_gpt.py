@@ -10,12 +10,14 @@ Forward (Hugging Face causal-LM convention)::
 2. Read: ``query = query_proj(hidden)`` (B, T, M) searches the memory for ``k + 1`` neighbours per
    position. The keys and values of the neighbours are gathered; slots without a neighbour (fewer
    stored than asked, or an approximate index that found fewer) are masked out by the validity mask
-   the memory returns, so they never contribute. Attention over the neighbours uses the score
-   ``-|query - key|^2 / sqrt(M)`` and a boundary taper: neighbour i's weight is multiplied by
+   the memory returns, so they never contribute. Attention over the valid neighbours is a softmax
+   of ``-|query - key|^2 / sqrt(M)`` over all k + 1 of them, multiplied by a boundary taper:
    ``clamp((d_b - d_i) / (boundary_fraction * d_b), 0, 1)`` where ``d_b`` is the distance of the
-   (k+1)-th neighbour (no taper when fewer than k+1 exist). The taper makes the read continuous in
-   the query: when two stored keys swap places at the k-th rank, the one that leaves has already
-   faded to weight zero, so float noise (another batch size, padding) cannot flip the output.
+   (k+1)-th neighbour (taper 1 when fewer than k + 1 exist), so the boundary neighbour itself gets
+   weight 0 and the weights sum to at most 1. This makes the read continuous in the query: when
+   two stored keys swap places at the k-th rank, the softmax is over the same k + 1 items and the
+   one that leaves has faded to weight zero, so float noise (another batch size, left padding)
+   cannot flip the output, and neither can a swap between the (k+1)-th and (k+2)-th neighbours.
    ``readout = out_proj(sum_i w_i * value_proj(value_i))`` (B, T, D); zero when nothing is found.
 3. Fuse: ``gate = sigmoid(gate_proj([hidden, readout]))`` (B, T, D) per channel, the write score
    ``s = sigmoid(write_head(hidden))`` (B, T, 1), and ``fused = hidden + s * gate * readout``;
@@ -168,12 +170,10 @@ class AssociativeGPT(nn.Module):
         width = self.config.boundary_fraction * boundary.unsqueeze(-1) + 1e-6  # (B, T, 1)
         taper = ((boundary.unsqueeze(-1) - distance) / width).clamp(0.0, 1.0)  # (B, T, k+1)
         taper = torch.where(has_boundary.unsqueeze(-1), taper, torch.ones_like(taper))
-        usable = valid & (taper > 0)  # (B, T, k+1)
-        scores = -distance / math.sqrt(memory_dim) + torch.log(taper.clamp(min=1e-12))  # (B, T, k+1)
-        scores = torch.where(usable, scores, torch.full_like(scores, -math.inf))
-        any_usable = usable.any(-1, keepdim=True)  # (B, T, 1)
-        weights = torch.softmax(torch.where(any_usable, scores, torch.zeros_like(scores)), dim=-1)
-        weights = weights * any_usable  # (B, T, k+1): all zero where nothing usable was found
+        scores = torch.where(valid, -distance / math.sqrt(memory_dim), torch.full_like(distance, -math.inf))
+        any_valid = valid.any(-1, keepdim=True)  # (B, T, 1)
+        probabilities = torch.softmax(torch.where(any_valid, scores, torch.zeros_like(scores)), dim=-1) * any_valid
+        weights = probabilities * taper  # (B, T, k+1): 0 at invalid slots and at the boundary itself
         mixed = torch.einsum("btk,btkd->btd", weights, self.value_proj(values))  # (B, T, D)
         readout = self.out_proj(mixed)  # (B, T, D)
         ids = found.ids.to(query.device).reshape(batch, length, slots)

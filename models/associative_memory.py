@@ -38,7 +38,7 @@ a non-empty memory.
 
 Index types: ``"flat"`` is exact. ``"ivf"`` (IndexIVFFlat) searches ``nprobe`` of ``nlist`` k-means
 cells; it trains itself on the stored keys the first time ``train_size`` are stored (or on vectors
-given to :meth:`train`, e.g. a model's hidden states on real text) and searches exactly until
+given to :meth:`train_index`, e.g. a model's hidden states on real text) and searches exactly until
 then. ``"hnsw"`` (IndexHNSWFlat) is a graph index; vectors are inserted one at a time so the graph,
 and hence every search, is independent of faiss's thread count.
 
@@ -264,7 +264,7 @@ class AssociativeMemory(nn.Module):
         if len(stored):
             order = torch.argsort(stored)
             sorted_ids = stored[order]
-            position = torch.searchsorted(sorted_ids, ids).clamp(max=len(stored) - 1)
+            position = torch.searchsorted(sorted_ids, ids.contiguous()).clamp(max=len(stored) - 1)
             found = sorted_ids[position] == ids
             rows = order[position]
         if not found.all():
@@ -403,7 +403,7 @@ class AssociativeMemory(nn.Module):
         self.used_at = torch.cat([self.used_at, stamp.clone()])
         self.next_id = torch.maximum(self.next_id, new_ids.max().to(device) + 1)
         if self.config.index_type == "ivf" and not len(self.centroids) and len(self) >= self.config.train_size:
-            self.train(self.keys)  # trains, then the index is rebuilt on the next search
+            self.train_index(self.keys)  # trains, then the index is rebuilt on the next search
         elif self._index is not None:
             with self._faiss_threads():
                 self._index_add(self._index, keys.numpy())  # appending keeps index == rebuild(buffers)
@@ -476,7 +476,7 @@ class AssociativeMemory(nn.Module):
             self._tick()
             self._remove_rows(torch.arange(len(self)))
 
-    def train(self, vectors: Any) -> None:
+    def train_index(self, vectors: Any) -> None:
         """Train the IVF coarse quantizer (k-means, ``nlist`` cells) on ``vectors`` (n >= nlist, dim).
 
         For other index types this is a no-op. Retraining replaces the centroids.

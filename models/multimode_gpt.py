@@ -3,21 +3,16 @@
 One body (``transformer``: token and position embeddings, ``n_layer`` pre-norm blocks, a final
 LayerNorm) and one head per mode, chosen by ``MultiModeGPTConfig.mode``:
 
-================  =============  ==========================================  =================================
-mode              attention      ``logits``                                  ``loss`` given ``labels``
-================  =============  ==========================================  =================================
-language-model    causal         (B, T, V) next-token logits from the LM     mean cross-entropy of position t
-                                 head, tied to the token embedding           predicting ``labels[:, t + 1]``
-                                 (``lm_head.weight is transformer.wte.weight``)  over labels != -100 (GPT-2's
-                                                                             shift, token-weighted)
-token-classifier  bidirectional  (B, T, K) class logits, ``head``:           mean cross-entropy over labels
-                                 Linear(n_embd, K) at every token            (B, T) != -100
-sequence-scorer   bidirectional  (B,) **scores in [0, 1] after the           mean squared error of the scores
-                                 sigmoid**, not pre-sigmoid logits:          against float labels (B,) in
-                                 ``sigmoid(head(h_cls))``, ``h_cls`` the     [0, 1], labels == -100 ignored
-                                 final hidden state of the CLS token;
-                                 ``score_logits`` holds ``head(h_cls)``
-================  =============  ==========================================  =================================
+- ``language-model``: causal attention. ``logits`` (B, T, V): next-token logits of the LM head, tied to
+  the token embedding (``lm_head.weight is transformer.wte.weight``). ``loss``: GPT-2's shifted,
+  token-weighted mean cross-entropy of position t predicting ``labels[:, t + 1]`` over labels != -100.
+- ``token-classifier``: bidirectional attention. ``logits`` (B, T, K): class logits of ``head``,
+  Linear(n_embd, K), at every token. ``loss``: mean cross-entropy over labels (B, T) != -100 (no shift).
+- ``sequence-scorer``: bidirectional attention. ``logits`` (B,): **the scores in [0, 1] after the
+  sigmoid, not pre-sigmoid logits**: ``sigmoid(head(h_cls))`` with ``h_cls`` the final hidden state of
+  the CLS token and ``head`` Linear(n_embd, 1); ``score_logits`` (B,) holds ``head(h_cls)``. ``loss``:
+  mean squared error of the scores against float labels (B,) in [0, 1], labels == -100 excluded. (The
+  scores are strictly inside (0, 1) unless ``|score_logits|`` exceeds ~17, where float32 rounds.)
 
 The scorer's CLS token is a learned vector (``cls_embedding``) the model itself puts in front of the
 input at position 0 (inputs never contain it, so no vocabulary id is reserved); it carries no position
@@ -501,7 +496,8 @@ def build_spec(
 ) -> ModelSpec:
     """A ModelSpec for a config, or for a mode name plus config fields (``build_spec("token-classifier",
     n_embd=32)``); ``changes`` replace fields of a given config. The name defaults to
-    ``multimode-gpt-<lm|tagger|scorer>-<n_layer>x<n_head>x<n_embd>``.
+    ``multimode-gpt-<lm|tagger|scorer>-<n_layer>x<n_head>x<n_embd>``. The Tier 1 loss oracle compares
+    with the task's plain loss, so a config with loss modifiers fails it wherever they change the loss.
     """
     if isinstance(config, str):
         config = MultiModeGPTConfig(mode=config, **changes)

@@ -47,12 +47,15 @@ def fuzz(
 
     Uses the loaded Hypothesis profile, with ``max_examples`` capped if given.
     """
-    state: dict[str, Any] = {"examples": 0, "worst": 0.0, "last": None}
+    state: dict[str, Any] = {"examples": 0, "worst": 0.0}
 
     def property_body(value: T) -> None:
         state["examples"] += 1
-        state["last"] = value
-        measured = body(value)
+        try:
+            measured = body(value)
+        except BaseException as error:
+            error.harness_example = value  # Hypothesis re-raises this error after shrinking to it
+            raise
         state["worst"] = max(state["worst"], measured)
 
     test = given(strategy)(property_body)
@@ -72,5 +75,5 @@ def fuzz(
         else:
             state["worst"] = float("inf")
             failure = f"{type(cause).__name__}: {cause}"
-        return FuzzOutcome(state["examples"], state["worst"], state["last"], failure)
+        return FuzzOutcome(state["examples"], state["worst"], getattr(cause, "harness_example", None), failure)
     return FuzzOutcome(state["examples"], state["worst"], None, None)

@@ -1,0 +1,198 @@
+"""The ``harness`` console script (harness/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import cli
+from harness.cli import CliError, build_parser, main, parse_tiers, pytest_arguments
+from harness.loading import zoo_names
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "tiers"),
+    [
+        (None, [1, 2, 3, 4, 5]),
+        ("1", [1]),
+        ("5", [5]),
+        ("1-3", [1, 2, 3]),
+        ("1,4", [1, 4]),
+        ("4,1", [1, 4]),
+        ("3,1-2", [1, 2, 3]),
+        ("1-2,2-3", [1, 2, 3]),
+        (" 2 , 4 ", [2, 4]),
+        ("1-5", [1, 2, 3, 4, 5]),
+        ("2-2", [2]),
+    ],
+)
+def test_parse_tiers(text, tiers):
+    assert parse_tiers(text) == tiers
+
+
+@pytest.mark.parametrize("text", ["9", "0", "6", "3-1", "0-2", "1-6", "a", "1-x", "", "1,,2", "1.5", "-1"])
+def test_parse_tiers_names_the_bad_value(text):
+    with pytest.raises(CliError) as error:
+        parse_tiers(text)
+    assert str(error.value) == f"--tier must be tier numbers 1-5 like 1, 1-3 or 1,4; got {text!r}"
+
+
+def test_a_bad_tier_exits_with_status_2_and_says_why(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--tier", "9"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "harness: error: --tier must be tier numbers 1-5" in err
+    assert "got '9'" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["fly"], ["run", "--hypothesis-profile", "fast"], ["run", "--seed", "x"]],
+    ids=["no-command", "unknown-command", "unknown-profile", "non-integer-seed"],
+)
+def test_argparse_errors_exit_with_status_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert re.search(r"^harness( run)?: error: ", capsys.readouterr().err, re.MULTILINE)
+
+
+def _arguments(*argv: str) -> list[str]:
+    return pytest_arguments(build_parser().parse_args(["run", *argv]))
+
+
+def _option(command: list[str], flag: str) -> list[str]:
+    return [command[i + 1] for i, item in enumerate(command) if item == flag]
+
+
+def test_pytest_arguments_hold_junit_under_report_dir_run_id_and_the_models(tmp_path):
+    command = _arguments(
+        "--tier",
+        "1",
+        "--model",
+        "cnn-digits",
+        "--model",
+        "pkg.mod:SPEC",
+        "--report-dir",
+        str(tmp_path),
+        "--run-id",
+        "R1",
+        "--seed",
+        "5",
+    )
+    assert command[0] == str(cli.suites_dir() / "tier1")
+    assert Path(command[0]).is_dir()
+    assert _option(command, "--junitxml") == [str(tmp_path / "R1" / "junit.xml")]
+    assert _option(command, "--harness-run-id") == ["R1"]
+    assert _option(command, "--harness-report-dir") == [str(tmp_path)]
+    assert _option(command, "--harness-seed") == ["5"]
+    assert _option(command, "--hypothesis-profile") == ["ci"]
+    assert _option(command, "--model") == ["cnn-digits", "pkg.mod:SPEC"]
+    assert _option(command, "-p") == ["no:cacheprovider"]
+    assert "-n" not in command  # serial unless --workers is given
+
+
+def test_pytest_arguments_workers_and_extra_pytest_arguments(tmp_path):
+    command = _arguments(
+        "--tier", "1", "--workers", "2", "--report-dir", str(tmp_path), "--run-id", "R2", "--", "-k", "causality", "-x"
+    )
+    assert _option(command, "-n") == ["2"]
+    assert command[-3:] == ["-k", "causality", "-x"]
+    assert _option(command, "--model") == []  # no --model: the plugin's default, the whole zoo
+
+
+def test_pytest_arguments_default_run_id_is_fresh_and_names_the_folder(tmp_path):
+    first = _arguments("--tier", "1", "--report-dir", str(tmp_path))
+    second = _arguments("--tier", "1", "--report-dir", str(tmp_path))
+    (run_id,) = _option(first, "--harness-run-id")
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", run_id)
+    assert _option(first, "--junitxml") == [str(tmp_path / run_id / "junit.xml")]
+    assert _option(second, "--harness-run-id") != [run_id]
+
+
+def test_pytest_arguments_keep_only_the_tiers_present(tmp_path, monkeypatch):
+    suites = tmp_path / "suites"
+    for name in ("tier1", "tier3"):
+        (suites / name).mkdir(parents=True)
+    monkeypatch.setattr(cli, "suites_dir", lambda: suites)
+    command = _arguments("--tier", "1-4", "--report-dir", str(tmp_path), "--run-id", "R")
+    assert command[:2] == [str(suites / "tier1"), str(suites / "tier3")]
+    assert str(suites / "tier2") not in command
+    everything = _arguments("--report-dir", str(tmp_path), "--run-id", "R")
+    assert everything[:2] == [str(suites / "tier1"), str(suites / "tier3")]
+    with pytest.raises(CliError, match="no suite for tier 2; present: tier1, tier3"):
+        _arguments("--tier", "2", "--report-dir", str(tmp_path), "--run-id", "R")
+
+
+def test_a_missing_tier_suite_is_a_cli_error_with_status_2(tmp_path, monkeypatch, capsys):
+    suites = tmp_path / "suites"
+    (suites / "tier1").mkdir(parents=True)
+    monkeypatch.setattr(cli, "suites_dir", lambda: suites)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--tier", "4", "--report-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "no suite for tier 4; present: tier1" in capsys.readouterr().err
+    assert not any(tmp_path.glob("*/junit.xml"))
+
+
+def test_models_lists_the_zoo(capsys):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = {line.split()[0]: line for line in lines if line and not line[0].isspace()}
+    assert sorted(names) == zoo_names()
+    assert {"cnn-digits", "gpt2-tiny"} <= set(names)
+    assert names["gpt2-tiny"].split()[1] == "causal-lm"
+    assert "is_causal" in names["gpt2-tiny"] and "has_attention_mask" in names["gpt2-tiny"]
+    assert names["cnn-digits"].split()[1] == "image-classification"
+    assert "is_causal" not in names["cnn-digits"]
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "HYPOTHESIS_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["OMP_NUM_THREADS"] = "1"  # tiny models on a shared 2-core runner: threads only add contention
+    return env
+
+
+def _harness(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *argv],
+        cwd=cwd,
+        env=_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_harness_run_writes_report_and_junit_under_report_dir_run_id(tmp_path):
+    reports = tmp_path / "out"
+    done = _harness(
+        "run", "--tier", "1", "--model", "cnn-digits", "--report-dir", str(reports), "--run-id", "X", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("harness: pytest ")
+    assert sorted(p.name for p in (reports / "X").iterdir()) == ["junit.xml", "report.json"]
+    report = json.loads((reports / "X" / "report.json").read_text())
+    assert report["run_id"] == "X"
+    assert report["environment"]["hypothesis_profile"] == "ci"
+    assert {row["model"] for row in report["rows"]} == {"cnn-digits"}
+    assert report["summary"]["failed"] == report["summary"]["error"] == 0
+    assert report["summary"]["passed"] > 0
+    assert not (tmp_path / "reports").exists() and not (tmp_path / ".pytest_cache").exists()
+
+
+def test_harness_run_passes_pytest_usage_errors_through(tmp_path):
+    done = _harness("run", "--tier", "1", "--model", "nope", "--report-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 4
+    assert "unknown model 'nope'" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,181 @@
+"""harness.tolerances: the tolerance table and ``compare``, held against numpy's ``allclose`` rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from harness.tolerances import TOLERANCES, Comparison, Tolerance, compare, tolerance_for
+
+SPECIAL = (math.nan, math.inf, -math.inf)
+TOLERANCE_VALUES = st.sampled_from(sorted(set(TOLERANCES.values()), key=lambda t: (t.rtol, t.atol))) | st.builds(
+    Tolerance,
+    rtol=st.sampled_from([0.0, 1e-6, 1e-3, 0.5]),
+    atol=st.sampled_from([0.0, 1e-8, 1e-5, 1e-2]),
+)
+
+
+@st.composite
+def array_pairs(draw: st.DrawFn, *, specials: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(got, expected) of one shape: expected random, got = expected + noise near typical tolerances.
+
+    With ``specials``, some elements of either array are replaced by NaN, +Inf or -Inf.
+    """
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, max_side=5))
+    finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
+    expected = draw(hnp.arrays(np.float64, shape, elements=finite))
+    scale = draw(st.sampled_from([0.0, 1e-7, 1e-5, 1e-3, 1.0]))
+    noise = draw(hnp.arrays(np.float64, shape, elements=st.floats(-1.0, 1.0)))
+    got = expected + scale * noise
+    if specials:
+        for array in (got, expected):
+            holes = draw(hnp.arrays(np.bool_, shape, elements=st.booleans()))
+            values = draw(hnp.arrays(np.float64, shape, elements=st.sampled_from(SPECIAL)))
+            array[holes] = values[holes]
+    return got, expected
+
+
+def _compare(got: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> Comparison:
+    return compare(torch.from_numpy(got), torch.from_numpy(expected), tolerance)
+
+
+def _finite_close(got: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> np.ndarray:
+    """np.isclose, except that an element with NaN or Inf on either side is never close (the documented rule)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        close = np.isclose(got, expected, rtol=tolerance.rtol, atol=tolerance.atol, equal_nan=False)
+    return close & np.isfinite(got) & np.isfinite(expected)
+
+
+@given(array_pairs(), TOLERANCE_VALUES)
+def test_within_agrees_with_allclose(pair: tuple[np.ndarray, np.ndarray], tolerance: Tolerance) -> None:
+    got, expected = pair
+    comparison = _compare(got, expected, tolerance)
+    assert comparison.within == bool(_finite_close(got, expected, tolerance).all())
+    finite = np.isfinite(got).all() and np.isfinite(expected).all()
+    if finite:  # with no NaN/Inf, exactly numpy's allclose
+        assert comparison.within == np.allclose(got, expected, rtol=tolerance.rtol, atol=tolerance.atol)
+    assert comparison.numel == got.size
+
+
+@given(array_pairs(), TOLERANCE_VALUES)
+def test_max_abs_counts_non_finite_as_infinitely_far(pair: tuple[np.ndarray, np.ndarray], tolerance: Tolerance) -> None:
+    got, expected = pair
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(got - expected)
+    diff[~(np.isfinite(got) & np.isfinite(expected))] = np.inf
+    assert _compare(got, expected, tolerance).max_abs == diff.max()
+
+
+@given(array_pairs(), TOLERANCE_VALUES)
+def test_fraction_within_agrees_with_isclose(pair: tuple[np.ndarray, np.ndarray], tolerance: Tolerance) -> None:
+    got, expected = pair
+    comparison = _compare(got, expected, tolerance)
+    assert comparison.fraction_within == pytest.approx(_finite_close(got, expected, tolerance).mean(), abs=1e-12)
+
+
+@given(array_pairs(specials=False), TOLERANCE_VALUES)
+def test_finite_comparison_numbers(pair: tuple[np.ndarray, np.ndarray], tolerance: Tolerance) -> None:
+    got, expected = pair
+    comparison = _compare(got, expected, tolerance)
+    diff = np.abs(got - expected)
+    bound = tolerance.atol + tolerance.rtol * np.abs(expected)
+    assert comparison.max_abs == diff.max()
+    assert comparison.worst_excess == (diff - bound).max()
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rel = np.where(diff == 0, 0.0, diff / np.abs(expected))
+    assert comparison.max_rel == rel.max()
+    assert comparison.within == (comparison.worst_excess <= 0)
+
+
+@given(hnp.arrays(np.float64, hnp.array_shapes(max_dims=2), elements=st.floats(allow_nan=False, allow_infinity=False)))
+def test_equal_finite_tensors_are_within_a_zero_tolerance(values: np.ndarray) -> None:
+    comparison = _compare(values, values.copy(), Tolerance(rtol=0.0, atol=0.0))
+    assert comparison.within and comparison.max_abs == 0.0 and comparison.max_rel == 0.0
+    assert comparison.fraction_within == 1.0
+
+
+def test_float32_inputs_are_compared_in_float64() -> None:
+    expected = torch.tensor([1.0, 2.0], dtype=torch.float32)
+    got = expected + torch.tensor([1e-6, 0.0])
+    comparison = compare(got, expected, Tolerance(rtol=0.0, atol=1e-5))
+    assert comparison.within
+    assert comparison.max_abs == pytest.approx(float(got[0].double() - expected[0].double()), rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("side", ["got", "expected", "both"])
+def test_nan_and_inf_are_never_close(bad: float, side: str) -> None:
+    got, expected = torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])
+    if side in ("got", "both"):
+        got[1] = bad
+    if side in ("expected", "both"):
+        expected[1] = bad
+    comparison = compare(got, expected, Tolerance(rtol=0.0, atol=1e-5))
+    assert not comparison.within
+    assert comparison.max_abs == math.inf
+    assert comparison.fraction_within == 0.5
+
+
+@pytest.mark.parametrize("got", [0.0, 1.0, math.inf, -math.inf, math.nan])
+def test_infinite_expected_is_infinitely_far(got: float) -> None:
+    comparison = compare(torch.tensor([0.0, got]), torch.tensor([0.0, math.inf]), Tolerance(rtol=1e-5, atol=1e-5))
+    assert not comparison.within
+    assert comparison.fraction_within == 0.5
+    assert comparison.worst_excess == math.inf
+    assert not math.isnan(comparison.max_rel)
+
+
+def test_shape_mismatch_names_both_shapes() -> None:
+    with pytest.raises(ValueError, match=r"got \(2, 3\), expected \(3, 2\)"):
+        compare(torch.zeros(2, 3), torch.zeros(3, 2), Tolerance(0.0, 0.0))
+
+
+def test_empty_tensors_are_within() -> None:
+    comparison = compare(torch.zeros(0, 4), torch.zeros(0, 4), Tolerance(0.0, 0.0))
+    assert comparison.within and comparison.numel == 0 and comparison.fraction_within == 1.0
+
+
+# tolerance_for --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, backend", list(TOLERANCES))
+def test_tolerance_for_accepts_torch_dtypes_and_names(dtype: str, backend: str) -> None:
+    by_name = tolerance_for(dtype, backend)
+    assert by_name is TOLERANCES[(dtype, backend)]
+    assert tolerance_for(getattr(torch, dtype), backend) == by_name
+    assert tolerance_for(f"torch.{dtype}", backend) == by_name
+    assert by_name.as_dict() == {"rtol": by_name.rtol, "atol": by_name.atol}
+
+
+def test_tolerance_table_is_sane() -> None:
+    for (dtype, backend), tolerance in TOLERANCES.items():
+        assert 0 <= tolerance.rtol < 1 and 0 < tolerance.atol < 1, (dtype, backend)
+    # a lower precision is never held to a tighter bound than float32 on the same backend
+    for (dtype, backend), tolerance in TOLERANCES.items():
+        reference = TOLERANCES.get(("float32", backend))
+        if reference and dtype in ("float16", "bfloat16"):
+            assert tolerance.atol >= reference.atol and tolerance.rtol >= reference.rtol, (dtype, backend)
+    assert tolerance_for(torch.float32, "serialized").atol <= tolerance_for(torch.float32, "eager").atol
+
+
+@pytest.mark.parametrize(
+    "dtype, backend, named",
+    [
+        (torch.complex64, "eager", "dtype='complex64'"),
+        ("float32", "tensorrt", "backend='tensorrt'"),
+        (torch.int8, "eager", "dtype='int8'"),
+    ],
+)
+def test_unknown_key_lists_the_known_keys(dtype: object, backend: str, named: str) -> None:
+    with pytest.raises(KeyError) as raised:
+        tolerance_for(dtype, backend)
+    text = str(raised.value)
+    assert named in text
+    for known_dtype, known_backend in TOLERANCES:
+        assert f"{known_dtype}/{known_backend}" in text
