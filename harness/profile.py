@@ -107,10 +107,11 @@ def profile_model(
     adapter = adapter_for(spec)
     length = length or (min(spec.inputs.max_length, 64) if adapter.sequence else 1)
     model = model.to(device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=1e-6) if spec.capabilities.supports_training and trainable else None
     rows: list[ProfileRow] = []
     for mode in MODES:
-        if mode == "train-step" and not spec.capabilities.supports_training:
+        if mode == "train-step" and optimizer is None:
             continue
         for batch_size in sorted(batch_sizes):
             batch = adapter.make_batch(
@@ -118,16 +119,7 @@ def profile_model(
             )
             batch = {key: value.to(device) for key, value in batch.items()}
 
-            def step() -> None:
-                if mode == "inference":
-                    with torch.no_grad():
-                        adapter.forward(spec, model.eval(), batch)
-                else:
-                    model.train()
-                    optimizer.zero_grad(set_to_none=True)
-                    adapter.model_loss(spec, model, batch).backward()
-                    optimizer.step()
-
+            step = _step_function(spec, model, optimizer, mode, batch)
             try:
                 rows.append(_measure(step, mode, batch_size, length, repeats, device))
             except (RuntimeError, MemoryError) as error:
@@ -137,6 +129,23 @@ def profile_model(
                 break
     model.eval()
     return rows
+
+
+def _step_function(spec: ModelSpec, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, mode: str, batch):
+    """One inference forward, or one training step (forward, backward, optimizer step)."""
+    adapter = adapter_for(spec)
+
+    def step() -> None:
+        if mode == "inference":
+            with torch.no_grad():
+                adapter.forward(spec, model.eval(), batch)
+        else:
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            adapter.model_loss(spec, model, batch).backward()
+            optimizer.step()
+
+    return step
 
 
 def _measure(step, mode: str, batch_size: int, length: int, repeats: int, device: str) -> ProfileRow:

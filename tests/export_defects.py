@@ -78,7 +78,10 @@ class TinyClassifier(nn.Module):
             for _ in range(200):
                 busy = self.slow(busy)
             features = features + 0 * busy[:, :32]
-        return {"logits": self.out(features)}  # (B, 10)
+        logits = self.out(features)  # (B, 10)
+        if labels is None:
+            return {"logits": logits}
+        return {"logits": logits, "loss": torch.nn.functional.cross_entropy(logits, labels)}
 
 
 def tagger_spec(defect: str | None = None) -> ModelSpec:

@@ -27,6 +27,11 @@ def model(built: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(built)
 
 
+def _build(config: AssociativeGPTConfig | None = None, **memory_overrides: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(config, **memory_overrides).eval()
+
+
 def _batch(seed: int, batch_size: int = 3, length: int = 20) -> torch.Tensor:
     return torch.randint(0, SPEC.inputs.vocab_size, (batch_size, length), generator=torch.Generator().manual_seed(seed))
 
@@ -130,7 +135,7 @@ def test_fewer_neighbours_than_k_are_masked_out(model: torch.nn.Module) -> None:
 
 
 def test_empty_memory_reads_nothing_and_stays_finite() -> None:
-    model = build_model(AssociativeGPTConfig(prefill_sequences=0)).eval()
+    model = _build(AssociativeGPTConfig(prefill_sequences=0))
     tokens = _batch(6)
     with torch.no_grad():
         output = model(tokens, labels=tokens)
@@ -154,7 +159,7 @@ def test_safetensors_round_trip_restores_memory_and_outputs(model: torch.nn.Modu
 
 
 def test_state_dict_round_trip_in_both_directions(model: torch.nn.Module, tmp_path) -> None:
-    small = build_model(AssociativeGPTConfig(prefill_sequences=1)).eval()
+    small = _build(AssociativeGPTConfig(prefill_sequences=1))
     tokens = _batch(9)
     for source, target in ((model, small), (small, copy.deepcopy(model))):
         path = tmp_path / "state.pt"
@@ -180,7 +185,9 @@ def test_deepcopy_and_pickle_are_independent_copies(model: torch.nn.Module) -> N
 
 @pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
 def test_approximate_indexes_keep_the_memory_invariants(index_type: str) -> None:
-    spec = SPEC.replace(name=f"associative-gpt-{index_type}", build=functools.partial(build_model, index_type=index_type))
+    spec = SPEC.replace(
+        name=f"associative-gpt-{index_type}", build=functools.partial(build_model, index_type=index_type)
+    )
     model = spec.build_model()
     assert model.memory.is_trained  # ivf trained itself on the prefilled states (>= train_size)
     options = CheckOptions()
@@ -191,10 +198,33 @@ def test_approximate_indexes_keep_the_memory_invariants(index_type: str) -> None
 
 def test_forget_rate_forgets_on_each_writing_forward() -> None:
     memory = MemoryConfig(dim=32, value_dim=64, forget_rate=0.5, capacity=4096)
-    model = build_model(AssociativeGPTConfig(prefill_sequences=2, memory=memory)).eval()
+    model = _build(AssociativeGPTConfig(prefill_sequences=2, memory=memory))
     size = len(model.memory)
     tokens = _batch(11, batch_size=1, length=4)
     with torch.no_grad():
         output = model(tokens, write_memory=True)
     written = int((output.write_scores > model.config.write_threshold).sum())
     assert len(model.memory) == size - (size + 1) // 2 + written
+
+
+@pytest.mark.parametrize("case", ["swap_at_rank_k", "swap_beyond_rank_k"])
+def test_read_is_continuous_when_neighbours_swap_ranks(case: str) -> None:
+    """Moving a query through a point where two keys swap ranks moves the read-out a little, never a jump."""
+    model = _build(AssociativeGPTConfig(k=1, prefill_sequences=0))
+    axis = torch.zeros(32)
+    axis[0] = 1.0
+    values = torch.zeros(3, 64)
+    values[0, 0], values[1, 0], values[2, 1] = 3.0, -3.0, 3.0
+    if case == "swap_at_rank_k":  # A (+axis) and B (-axis) swap first place; only one is read
+        keys = torch.stack([axis, -axis, 4 * torch.roll(axis, 1)])
+    else:  # C is always first; A and B swap as the boundary (k+1-th) neighbour, which must weigh nothing
+        keys = torch.stack([2 * axis, -2 * axis, 1.5 * torch.roll(axis, 1)])
+    model.memory.add(keys, values=values)
+    steps = torch.linspace(-0.02, 0.02, 401)
+    queries = (steps[:, None] * axis + 0.3 * torch.roll(axis, 2)).unsqueeze(0)  # (1, 401, 32)
+    with torch.no_grad():
+        readout, ids, _ = model._read(queries)
+        hard_jump = model.out_proj(model.value_proj(values[0]) - model.value_proj(values[1])).norm()
+    assert ids[0, 0, 0] != ids[0, -1, 0] or ids[0, 0, 1] != ids[0, -1, 1]  # the ranks did swap
+    largest_step = (readout[0, 1:] - readout[0, :-1]).norm(dim=-1).max()
+    assert largest_step < 0.05 * hard_jump, (float(largest_step), float(hard_jump))
