@@ -173,7 +173,7 @@ class AssociativeGPT(nn.Module):
         scores = torch.where(valid, -distance / math.sqrt(memory_dim), torch.full_like(distance, -math.inf))
         any_valid = valid.any(-1, keepdim=True)  # (B, T, 1)
         probabilities = torch.softmax(torch.where(any_valid, scores, torch.zeros_like(scores)), dim=-1) * any_valid
-        weights = torch.softmax(torch.where(any_valid, scores[..., :-1], torch.zeros_like(scores[..., :-1])), -1) * any_valid; weights = torch.cat([weights, torch.zeros_like(weights[..., :1])], -1)  # (B, T, k+1): 0 at invalid slots and at the boundary itself
+        weights = probabilities * taper  # (B, T, k+1): 0 at invalid slots and at the boundary itself
         mixed = torch.einsum("btk,btkd->btd", weights, self.value_proj(values))  # (B, T, D)
         readout = self.out_proj(mixed)  # (B, T, D)
         ids = found.ids.to(query.device).reshape(batch, length, slots)

@@ -286,8 +286,8 @@ class AssociativeMemory(nn.Module):
 
     @property
     def is_trained(self) -> bool:
-        """Whether the index searches approximately: always for hnsw, after training for ivf, never for flat."""
-        return self.config.index_type == "hnsw" or (self.config.index_type == "ivf" and len(self.centroids) > 0)
+        """False only for an ivf memory without centroids yet, which searches exactly until trained."""
+        return self.config.index_type != "ivf" or len(self.centroids) > 0
 
     def reconstruct(self, ids: Any) -> torch.Tensor:
         """The stored key vectors of ``ids``, shape (len(ids), dim)."""

@@ -318,46 +318,72 @@ def test_junit_holds_the_harness_properties_per_testcase(cnn_runs):
     assert seen == set(rows)
 
 
-def test_planted_defects_fail_and_a_broken_build_errors(run, pytester):
-    models = [f"{USER}:LEAKY", f"{USER}:DROPOUT_IN_EVAL", f"{USER}:BROKEN"]
-    result = run(*(arg for m in models for arg in ("--model", m)), "--junitxml", "out/junit.xml", "-rfE")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    report = _report(pytester.path / "out" / "report.json")
+@pytest.fixture(scope="module")
+def failing_run(tmp_path_factory):
+    """One run of every failure path, shared: planted defects, a build that raises, an XPASS(strict)."""
+    cwd = tmp_path_factory.mktemp("failing-run")
+    models = [f"{USER}:LEAKY", f"{USER}:DROPOUT_IN_EVAL", f"{USER}:BROKEN", f"{USER}:WRONGLY_DECLARED"]
+    done = _pytest_subprocess(
+        *(arg for m in models for arg in ("--model", m)), "--junitxml", "out/junit.xml", "-rfE", cwd=cwd
+    )
+    report = _report(cwd / "out" / "report.json")
     rows = {(row["model"], row["check"]): row for row in report["rows"]}
-    assert len(rows) == 3 * len(TIER1_CHECKS)
+    return done, pytest.LineMatcher(done.stdout.splitlines()), report, rows, cwd
 
+
+def test_the_failing_run_exits_1_and_counts_every_outcome(failing_run):
+    done, stdout, report, rows, _ = failing_run
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED, done.stdout + done.stderr
+    assert len(rows) == 4 * len(TIER1_CHECKS)
+    count = {status: sum(row["status"] == status for row in report["rows"]) for status in report["summary"]}
+    assert report["summary"] == {**count, "total": len(rows)}
+    assert count["error"] == len(TIER1_CHECKS)  # the broken build
+    outcomes = pytest.RunResult.parse_summary_nouns(stdout.lines)
+    # pytest's failures: the defects' failed checks plus the XPASS(strict) (a passed row, a failed test)
+    expected = {"failed": count["failed"] + 1, "passed": count["passed"] - 1, "errors": count["error"]}
+    if count["skipped"]:
+        expected["skipped"] = count["skipped"]
+    assert outcomes == expected
+
+
+def test_a_planted_defect_fails_with_a_readable_message(failing_run):
+    done, stdout, _, rows, cwd = failing_run
     # A non-causal model that claims causality fails exactly the causality check, and says so.
     leaky = {check: row["status"] for (model, check), row in rows.items() if model == "custom-lm-leaky"}
     assert leaky == {**_expected_statuses(custom_lm.LEAKY), "causality": "failed"}
     message = rows["custom-lm-leaky", "causality"]["message"]
     assert message.startswith("custom-lm-leaky: causality: ")
     assert re.search(r"\. Expected .+, got .+", message), message
-    result.stdout.re_match_lines([re.escape(message) + "$"])  # the whole message is the failure text
-    result.stdout.fnmatch_lines(["FAILED *test_tier1[[]custom-lm-leaky-causality[]]*"])
-
-    # Dropout left on in eval mode fails eval determinism (among others).
-    dropout = rows["custom-lm-dropout", "eval_determinism"]
-    assert dropout["status"] == "failed"
-    assert "repeated outputs differ" in dropout["got"] and "Dropout" in dropout["message"]
-
-    # A build that raises is an error row per check, with the exception in it.
-    for check in TIER1_CHECKS:
-        row = rows["custom-lm-broken", check]
-        assert row["status"] == "error"
-        assert "RuntimeError: weights file custom-lm-broken.bin is missing" in row["message"]
-    result.stdout.fnmatch_lines(["ERROR *test_tier1[[]custom-lm-broken-causality[]]*"])
-
-    count = {
-        status: sum(row["status"] == status for row in report["rows"]) for status in ("passed", "failed", "skipped")
-    }
-    failed = count["failed"]
-    result.assert_outcomes(passed=count["passed"], failed=failed, skipped=count["skipped"], errors=len(TIER1_CHECKS))
-    assert count["passed"] + failed + count["skipped"] == 2 * len(TIER1_CHECKS)
-    assert (report["summary"]["failed"], report["summary"]["error"]) == (failed, len(TIER1_CHECKS))
-    junit = ET.parse(pytester.path / "out" / "junit.xml").getroot()
+    stdout.re_match_lines([re.escape(message) + "$"])  # the whole message is the failure's text
+    stdout.fnmatch_lines(["FAILED *test_tier1[[]custom-lm-leaky-causality[]]*"])
+    junit = ET.parse(cwd / "out" / "junit.xml").getroot()
     (case,) = [c for c in junit.iter("testcase") if c.get("name") == "test_tier1[custom-lm-leaky-causality]"]
     assert message in case.find("failure").get("message")
     assert {p.get("name"): p.get("value") for p in case.iter("property")}["harness.status"] == "failed"
+
+
+def test_dropout_in_eval_mode_fails_eval_determinism(failing_run):
+    row = failing_run[3]["custom-lm-dropout", "eval_determinism"]
+    assert row["status"] == "failed"
+    assert "repeated outputs differ" in row["got"] and "Dropout" in row["message"]
+    assert _is_number(row["measured"]) and row["measured"] > row["threshold"] == 0.0
+
+
+def test_a_build_that_raises_gives_an_error_row_per_check(failing_run):
+    _, stdout, _, rows, _ = failing_run
+    for check in TIER1_CHECKS:
+        row = rows["custom-lm-broken", check]
+        assert row["status"] == "error" and row["measured"] is None
+        assert "RuntimeError: weights file custom-lm-broken.bin is missing" in row["message"]
+    stdout.fnmatch_lines(["ERROR *test_tier1[[]custom-lm-broken-causality[]]*"])
+
+
+def test_an_expected_failure_that_passes_fails_the_run(failing_run):
+    _, stdout, _, rows, _ = failing_run
+    stdout.fnmatch_lines(["FAILED *test_tier1[[]custom-lm-wrongly-declared-causality[]]*"])
+    stdout.fnmatch_lines(["*XPASS(strict)*no leak really*"])
+    wrongly = {check: row["status"] for (model, check), row in rows.items() if model == "custom-lm-wrongly-declared"}
+    assert wrongly == _expected_statuses(custom_lm.WRONGLY_DECLARED)  # the check itself passed
 
 
 def test_an_expected_failure_is_a_strict_xfail(run, pytester):
@@ -368,16 +394,6 @@ def test_an_expected_failure_is_a_strict_xfail(run, pytester):
     result.stdout.fnmatch_lines(["XFAIL *test_tier1[[]custom-lm-leaky-declared-causality[]]*known future leak*"])
     rows = _rows(_report(pytester.path / "out" / "xf" / "report.json"))
     assert rows["causality"]["status"] == "failed"  # the report keeps the check's own verdict
-
-
-def test_an_expected_failure_that_passes_fails_the_run(run, pytester):
-    result = run("--model", f"{USER}:WRONGLY_DECLARED", "--harness-report-dir", "out", "--harness-run-id", "xp")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    skipped = list(_expected_statuses(custom_lm.WRONGLY_DECLARED).values()).count("skipped")
-    result.assert_outcomes(passed=len(TIER1_CHECKS) - skipped - 1, skipped=skipped, failed=1)
-    result.stdout.fnmatch_lines(["*XPASS(strict)*no leak really*"])
-    rows = _rows(_report(pytester.path / "out" / "xp" / "report.json"))
-    assert rows["causality"]["status"] == "passed"
 
 
 HOOK_CONFTEST = """

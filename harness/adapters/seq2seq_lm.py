@@ -14,6 +14,7 @@ import torch
 
 from harness.adapters.base import Batch, logits_of, loss_of
 from harness.adapters.sequence import PaddingSide, SequenceAdapter
+from harness.adapters.text_embedding import hidden_states_of
 from harness.spec import ModelSpec
 
 
@@ -56,6 +57,17 @@ class Seq2SeqLMAdapter(SequenceAdapter):
     def output_shape(self, spec: ModelSpec, batch: Batch) -> tuple[int, ...]:
         batch_size, target_length = batch["labels"].shape
         return (batch_size, target_length, spec.inputs.vocab_size)
+
+    def bidirectional_outputs(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """The encoder's last hidden states (B, S, H), from ``model.get_encoder()``.
+
+        Decoder outputs would not do: cross-attention lets every decoder position see the last source
+        token even when the encoder itself is (wrongly) causal.
+        """
+        if not hasattr(model, "get_encoder"):
+            raise TypeError(f"{spec.name}: a seq2seq-lm model must expose get_encoder() (the Hugging Face convention)")
+        encoder_inputs = self.model_inputs(spec, model, batch)
+        return hidden_states_of(model.get_encoder()(**encoder_inputs))
 
     def pad(self, spec: ModelSpec, batch: Batch, *, amount: int, side: PaddingSide) -> Batch:
         """Pad the encoder inputs only; the decoder stream (labels) is left as it is."""

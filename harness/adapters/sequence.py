@@ -67,6 +67,10 @@ class SequenceAdapter:
     def model_loss(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         return loss_of(model(**self.model_inputs(spec, model, batch), labels=batch["labels"]))
 
+    def bidirectional_outputs(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """The outputs the ``bidirectional_key`` stream must reach from its last token to its first."""
+        return self.forward(spec, model, batch)
+
     def pad(self, spec: ModelSpec, batch: Batch, *, amount: int, side: PaddingSide) -> Batch:
         """Add ``amount`` masked pad tokens to every row on one side; per-token labels there are ignored."""
         filler = {"input_ids": spec.inputs.pad_id, "attention_mask": 0, "labels": self.label_padding(spec)}
