@@ -145,13 +145,13 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def command_profile(args: argparse.Namespace) -> int:
+def command_perf(args: argparse.Namespace) -> int:
     """Profile one model; with --baseline, exit 1 when a throughput or memory ratio crosses its limit."""
     import json
     from dataclasses import asdict
 
     from harness.loading import ModelSelectionError, resolve_models
-    from harness.profile import compare_profiles, format_table, load_profile, plot_profile, profile_model, save_profile
+    from harness.perf import compare_profiles, format_table, load_profile, plot_profile, profile_model, save_profile
 
     sizes = parse_batch_sizes(args.batch_sizes)
     try:
@@ -199,16 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--json", action="store_true", help="print the export records as JSON")
     export.set_defaults(handler=command_export)
 
-    profile = commands.add_parser("profile", help="throughput and peak memory across batch sizes")
-    profile.add_argument("--model", required=True, help="zoo name or module:attribute")
-    profile.add_argument("--batch-sizes", default="1,2,4,8,16,32", help="comma-separated (default 1,2,4,8,16,32)")
-    profile.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    profile.add_argument("--save", help="write the profile as JSON (a baseline for later runs)")
-    profile.add_argument("--baseline", help="a saved profile to gate against (ratios only)")
-    profile.add_argument("--max-slowdown", type=float, default=1.5, help="allowed throughput ratio (default 1.5)")
-    profile.add_argument("--plot", help="write throughput and memory plots to this PNG")
-    profile.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    profile.set_defaults(handler=command_profile)
+    perf = commands.add_parser("perf", help="throughput and peak memory across batch sizes (ratios gated)")
+    perf.add_argument("--model", required=True, help="zoo name or module:attribute")
+    perf.add_argument("--batch-sizes", default="1,2,4,8,16,32", help="comma-separated (default 1,2,4,8,16,32)")
+    perf.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    perf.add_argument("--save", help="write the profile as JSON (a baseline for later runs)")
+    perf.add_argument("--baseline", help="a saved profile to gate against (ratios only)")
+    perf.add_argument("--max-slowdown", type=float, default=1.5, help="allowed throughput ratio (default 1.5)")
+    perf.add_argument("--plot", help="write throughput and memory plots to this PNG")
+    perf.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    perf.set_defaults(handler=command_perf)
 
     models = commands.add_parser("models", help="list the reference zoo and what each model supports")
     models.set_defaults(handler=command_models)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.profile import ProfileRow, compare_profiles, load_profile, plot_profile, profile_model, save_profile
+from harness.perf import ProfileRow, compare_profiles, load_profile, plot_profile, profile_model, save_profile
 from tests.export_defects import classifier_spec
 
 
@@ -107,12 +107,12 @@ def test_plot_is_written(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_profile_gates_against_a_baseline(tmp_path, capsys):
+def test_cli_perf_gates_against_a_baseline(tmp_path, capsys):
     impossible = [row(batch_size=1, samples_per_s=1e12), row("train-step", 1, samples_per_s=1e12)]
     save_profile(impossible, tmp_path / "baseline.json", model="cnn-digits")
     status = main(
         [
-            "profile",
+            "perf",
             "--model",
             "cnn-digits",
             "--batch-sizes",
@@ -125,11 +125,11 @@ def test_cli_profile_gates_against_a_baseline(tmp_path, capsys):
     assert status == 1
     report = json.loads(capsys.readouterr().out)
     assert {v["metric"] for v in report["violations"]} == {"samples_per_s"}
-    assert main(["profile", "--model", "cnn-digits", "--batch-sizes", "1", "--save", str(tmp_path / "now.json")]) == 0
+    assert main(["perf", "--model", "cnn-digits", "--batch-sizes", "1", "--save", str(tmp_path / "now.json")]) == 0
     assert load_profile(tmp_path / "now.json")
 
 
-def test_cli_profile_rejects_bad_batch_sizes():
+def test_cli_perf_rejects_bad_batch_sizes():
     with pytest.raises(SystemExit) as raised:
-        main(["profile", "--model", "cnn-digits", "--batch-sizes", "1,zero"])
+        main(["perf", "--model", "cnn-digits", "--batch-sizes", "1,zero"])
     assert raised.value.code == 2
