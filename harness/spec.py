@@ -72,6 +72,7 @@ class Capabilities:
     exportable: bool = True  # can be traced/exported (Tier 4)
     has_memory: bool = False  # carries an external memory (Tier 2 memory checks)
     pretrained: bool = False  # build() loads trained weights: initialisation checks do not apply
+    returns_attentions: bool = False  # forward(..., output_attentions=True) returns .attentions (Tier 2)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ class ModelSpec:
     capabilities: Capabilities = field(default_factory=Capabilities)
     init: InitSpec = field(default_factory=InitSpec)
     tokenizer: Callable[[], Any] | None = None  # returns the model's tokenizer, if it has one
+    recipe: Any = None  # a harness.training TrainingRecipe: the user's optimizer, freeze, scheduler, loss (Tier 3)
+    memory: Callable[[Any], Any] | None = None  # model -> its external memory's public interface (Tier 2)
     expected_failures: Mapping[str, str] = field(default_factory=dict)  # {check name: reason}
     seed: int = 0  # seed for building the model
     description: str = ""  # one line for `harness models` and the README

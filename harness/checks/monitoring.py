@@ -1,0 +1,1 @@
+"""Tier 5: has anything drifted or regressed? Evaluation, regression gates and drift."""
