@@ -28,15 +28,24 @@ def suites_dir() -> Path:
     raise CliError("cannot find the suites/ folder: run from a checkout of the harness (pip install -e .)")
 
 
+def _seed(text: str) -> int:
+    from harness.checks.base import validate_seed
+
+    try:
+        return validate_seed(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_tiers(text: str | None) -> list[int]:
     """``"1"``, ``"1-3"``, ``"1,4"`` or None (every tier) into a sorted list of tier numbers."""
     if text is None:
         return list(TIERS)
     tiers: set[int] = set()
     for part in text.split(","):
-        low, _, high = part.strip().partition("-")
+        low, dash, high = part.strip().partition("-")
         try:
-            first, last = int(low), int(high or low)
+            first, last = int(low), int(high if dash else low)
         except ValueError:
             raise CliError(f"--tier must be tier numbers 1-5 like 1, 1-3 or 1,4; got {text!r}") from None
         if not (1 <= first <= last <= 5):
@@ -187,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", default="0", help="pytest-xdist workers: a number or 'auto' (default: 0, serial)")
     run.add_argument("--report-dir", default="reports", help="where RUN_ID/report.json and junit.xml go")
     run.add_argument("--run-id", default=None, help="run id (default: UTC time + random suffix)")
-    run.add_argument("--seed", type=int, default=0, help="seed of generated check inputs (default: 0)")
+    run.add_argument("--seed", type=_seed, default=0, help="seed of generated check inputs (default: 0)")
     run.add_argument("--hypothesis-profile", default="ci", choices=("dev", "ci", "nightly"), help="default: ci")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     run.set_defaults(handler=command_run)

@@ -61,9 +61,15 @@ def _import_specs(selector: str) -> list[ModelSpec]:
     try:
         target = getattr(module, attribute)
     except AttributeError:
-        public = sorted(name for name in vars(module) if not name.startswith("_"))
+        candidates = sorted(
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and (isinstance(value, (ModelSpec, list)) or getattr(value, "__module__", None) == module.__name__)
+        )
         raise ModelSelectionError(
-            f"module {module_name!r} has no attribute {attribute!r}; it has: {', '.join(public[:20])}"
+            f"module {module_name!r} has no attribute {attribute!r}; specs and callables it defines: "
+            f"{', '.join(candidates) or 'none'}"
         ) from None
     return specs_from(target, selector)
 

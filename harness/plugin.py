@@ -84,25 +84,23 @@ class HarnessSession:
     """Per-run state: the selected specs, built models and the collected report rows."""
 
     def __init__(self, config: pytest.Config) -> None:
+        from harness.checks.base import validate_seed
         from harness.loading import ModelSelectionError, validate_selectors
         from harness.report import new_run_id
 
         self.config = config
         self.selectors: list[str] = config.getoption("model")
         try:
-            self.seed = int(config.getoption("harness_seed"))
-        except ValueError:
-            raise pytest.UsageError(
-                f"--harness-seed must be an integer, got {config.getoption('harness_seed')!r}"
-            ) from None
+            self.seed = validate_seed(config.getoption("harness_seed"))
+        except ValueError as error:
+            raise pytest.UsageError(f"--harness-seed {error}") from None
         self.run_id = config.getoption("harness_run_id") or new_run_id()
         if not self.run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise pytest.UsageError(f"--harness-run-id may hold letters, digits, '-', '_' and '.'; got {self.run_id!r}")
         self.report_path = self._report_path()
         if self.is_controller and self.report_path.exists():
-            raise pytest.UsageError(
-                f"{self.report_path} already exists; choose another --harness-run-id (nothing was overwritten)"
-            )
+            remedy = "another --junitxml folder" if config.getoption("xmlpath", None) else "another --harness-run-id"
+            raise pytest.UsageError(f"{self.report_path} already exists; choose {remedy} (nothing was overwritten)")
         self.rows: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, str] = {}
         self._specs: list[ModelSpec] | None = None
@@ -146,10 +144,15 @@ class HarnessSession:
         return CheckOptions(seed=self.seed, artifacts_dir=str(self.report_path.parent / "exports"))
 
     def cases(self, tier: int) -> list[Any]:
-        from harness.checks import applicable_checks
+        from harness.checks import CHECKS, applicable_checks
 
         params = []
         for spec in self.specs:
+            unknown = sorted(set(spec.expected_failures) - set(CHECKS))
+            if unknown:
+                raise pytest.UsageError(
+                    f"{spec.name}: expected_failures names unknown checks {unknown}; known: {', '.join(CHECKS)}"
+                )
             for check, _ in applicable_checks(spec, (tier,)):
                 case = CheckCase(spec, check)
                 reason = spec.expected_failures.get(check.name)
@@ -221,6 +224,10 @@ def _error_row(test_id: str, case: dict[str, Any], failure: str, seed: int) -> d
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "tier(n): the validation tier (1-5) of a suite module")
+    worker = getattr(config, "workerinput", None)
+    if worker and "OMP_NUM_THREADS" not in os.environ:  # N workers on N cores: one intra-op thread each
+        threads = max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1)))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline by default: nothing downloads at run time
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     session = HarnessSession(config)
@@ -274,6 +281,10 @@ def record_check(request: pytest.FixtureRequest):
 
     def record(result: CheckResult) -> CheckResult:
         row = result.to_dict()
+        case = request.node.funcargs.get("harness_case")
+        reason = case.spec.expected_failures.get(result.check) if case else None
+        if reason:
+            row["details"]["expected_failure"] = reason  # declared as data: the run treats it as a strict xfail
         properties = request.node.user_properties
         properties.append((ROW_PROPERTY, json.dumps(row, allow_nan=False)))
         for key in ("status", "measured", "threshold", "sample_size", "seed"):

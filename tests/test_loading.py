@@ -97,9 +97,10 @@ def test_a_missing_attribute_lists_what_the_module_has():
         resolve_models([f"{USER}:missing_attr"])
     message = str(error.value)
     assert f"module '{USER}' has no attribute 'missing_attr'" in message
-    listed = message.split("it has: ")[1].split(", ")
-    assert {"SPEC", "SPECS", "build"} <= set(listed)
+    listed = message.split("specs and callables it defines: ")[1].split(", ")
+    assert {"SPEC", "SPECS", "build", "build_list"} <= set(listed)
     assert not any(name.startswith("_") for name in listed)
+    assert not {"torch", "nn", "annotations"} & set(listed)  # imported names are not the user's
 
 
 def _spec() -> ModelSpec:

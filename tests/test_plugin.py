@@ -122,12 +122,6 @@ def test_an_existing_report_is_a_usage_error_and_is_left_untouched(run, pytester
     assert sorted(p.name for p in folder.iterdir()) == ["report.json"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/plugin.py HarnessSession.__init__: with --junitxml the report goes beside the XML whatever "
-    "--harness-run-id says, yet the 'already exists' error tells the user to choose another --harness-run-id, "
-    "which cannot help; it should name --junitxml",
-)
 def test_an_existing_report_beside_junitxml_points_at_junitxml(run, pytester):
     (pytester.path / "out").mkdir()
     (pytester.path / "out" / "report.json").write_text("{}\n")
@@ -136,12 +130,6 @@ def test_an_existing_report_beside_junitxml_points_at_junitxml(run, pytester):
     assert "--junitxml" in result.stderr.str()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG harness/plugin.py HarnessSession.__init__: --harness-seed is only int()-parsed, so a seed outside "
-    "torch.Generator.manual_seed's range is accepted and every check then fails with 'ValueError: Overflow when "
-    "unpacking long long', blamed on the model, instead of a usage error (exit 4)",
-)
 def test_an_out_of_range_seed_is_a_usage_error(run, pytester):
     result = run(
         "--model", "cnn-digits", "--harness-seed", str(2**64), "-k", "batch_independence", "--harness-report-dir", "out"

@@ -38,6 +38,10 @@ class CheckOptions:
     max_latency_ratio: float = 3.0  # an exported backend's p50 may be at most this many times eager's
 
     def __post_init__(self) -> None:
+        try:
+            validate_seed(self.seed)
+        except ValueError as error:
+            raise ValueError(f"CheckOptions.seed {error}") from None
         for name in ("batch_size", "length", "num_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"CheckOptions.{name} must be >= 1, got {name}={getattr(self, name)}")
@@ -57,6 +61,21 @@ class CheckOptions:
         """The fixed-batch length for a spec: ``length`` within the spec's bounds."""
         high = spec.inputs.max_length or 1
         return max(spec.inputs.min_length, min(self.length, high))
+
+
+SEED_HEADROOM = 10_000  # checks add offsets up to this to the seed
+MAX_SEED = 2**63 - 1 - SEED_HEADROOM  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
+def validate_seed(value: object) -> int:
+    """The seed as an int in [0, MAX_SEED]; ValueError naming the value otherwise."""
+    try:
+        seed = int(str(value))
+    except ValueError:
+        raise ValueError(f"must be an integer, got {value!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"must be in [0, {MAX_SEED}], got {seed}")
+    return seed
 
 
 CheckFunction = Callable[..., CheckResult]
