@@ -470,7 +470,12 @@ def check_save_load_roundtrip(spec: ModelSpec, model: torch.nn.Module, *, option
 
             transformers_logging.disable_progress_bar()
             model.save_pretrained(Path(folder) / "pretrained")
-            loaded = type(model).from_pretrained(Path(folder) / "pretrained")
+            # same attention kernels as the original: the round trip is about weights, not kernel choice
+            # (from_pretrained picks sdpa by default; eager vs sdpa differ by ~1e-5 on t5-tiny)
+            kernels = getattr(getattr(model, "config", None), "_attn_implementation", None)
+            loaded = type(model).from_pretrained(
+                Path(folder) / "pretrained", **({"attn_implementation": kernels} if kernels else {})
+            )
             differences["save_pretrained"] = compare(_outputs(spec, loaded, batch), reference, tolerance).max_abs
     worst_route = max(differences, key=differences.get)
     if differences[worst_route] > tolerance.atol:
