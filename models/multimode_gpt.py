@@ -19,7 +19,8 @@ input at position 0 (inputs never contain it, so no vocabulary id is reserved); 
 embedding, so the input's tokens keep positions 0..T-1 and ``block_size`` bounds T in every mode.
 
 Masks and positions (Hugging Face conventions): ``forward(input_ids, attention_mask=None, labels=None,
-position_ids=None)``. ``attention_mask`` (B, T) marks real tokens; masked keys are excluded from
+position_ids=None, output_attentions=False)``; ``output_attentions=True`` adds ``attentions``, one (B, nh, L, L)
+tensor of softmax weights per block (L = T, or T + 1 with the scorer's CLS). ``attention_mask`` (B, T) marks real tokens; masked keys are excluded from
 attention in every mode, so padding never reaches a real token (nor the CLS). Every query may also attend
 to itself, so a padded query's row is never empty and stays finite. ``position_ids`` default to
 ``cumsum(attention_mask) - 1`` (clamped at 0): left padding does not shift positions. One ignore index
@@ -159,6 +160,7 @@ class MultiModeGPTOutput:
     logits: torch.Tensor  # LM (B, T, V) and tagger (B, T, K) logits; scorer (B,) sigmoid scores in [0, 1]
     loss: torch.Tensor | None = None  # scalar, when labels were given
     score_logits: torch.Tensor | None = None  # scorer only: (B,) pre-sigmoid values, logits = sigmoid(score_logits)
+    attentions: tuple[torch.Tensor, ...] | None = None  # given output_attentions: per block (B, nh, L, L) weights
 
 
 class SelfAttention(nn.Module):
@@ -172,7 +174,8 @@ class SelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention output (B, L, C) and the attention weights (B, nh, L, L) after dropout."""
         B, L, C = x.shape  # batch, length, n_embd
         q, k, v = self.c_attn(x).split(C, dim=2)  # (B, L, C) each
         q = q.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
@@ -183,7 +186,7 @@ class SelfAttention(nn.Module):
         att = self.attn_dropout(F.softmax(att, dim=-1))  # (B, nh, L, L)
         y = att @ v  # (B, nh, L, hs)
         y = y.transpose(1, 2).contiguous().view(B, L, C)  # (B, L, C)
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(self.c_proj(y)), att
 
 
 class MLP(nn.Module):
@@ -207,9 +210,11 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), allowed)  # (B, L, C)
-        return x + self.mlp(self.ln_2(x))  # (B, L, C)
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The new residual stream (B, L, C) and this block's attention weights (B, nh, L, L)."""
+        update, att = self.attn(self.ln_1(x), allowed)  # (B, L, C), (B, nh, L, L)
+        x = x + update  # (B, L, C)
+        return x + self.mlp(self.ln_2(x)), att  # (B, L, C), (B, nh, L, L)
 
 
 @dataclass(frozen=True)
@@ -298,6 +303,7 @@ class MultiModeGPT(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        output_attentions: bool = False,
     ) -> MultiModeGPTOutput:
         config = self.config
         if input_ids.dim() != 2:
@@ -320,8 +326,10 @@ class MultiModeGPT(nn.Module):
         if config.mode == "language-model":
             allowed = allowed & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()  # causal
         allowed = allowed | torch.eye(L, dtype=torch.bool, device=x.device)  # a query always sees itself
+        attentions = []  # per block (B, nh, L, L)
         for block in self.transformer.h:
-            x = block(x, allowed)  # (B, L, C)
+            x, att = block(x, allowed)  # (B, L, C), (B, nh, L, L)
+            attentions.append(att)
         x = self.transformer.ln_f(x)  # (B, L, C)
 
         if config.mode == "language-model":
@@ -350,6 +358,8 @@ class MultiModeGPT(nn.Module):
                 output.loss = self.loss_pipeline.score_loss(
                     scores, labels.to(scores.dtype), ignore_index=config.ignore_index
                 )
+        if output_attentions:
+            output.attentions = tuple(attentions)
         return output
 
     def _check_class_labels(self, labels: torch.Tensor, input_ids: torch.Tensor) -> None:
@@ -517,7 +527,9 @@ def build_spec(
         task=TASK_OF_MODE[mode],
         build=functools.partial(MultiModeGPT, config),
         inputs=inputs,
-        capabilities=Capabilities(is_causal=mode == "language-model", has_attention_mask=True),
+        capabilities=Capabilities(
+            is_causal=mode == "language-model", has_attention_mask=True, returns_attentions=True
+        ),
         description=f"nanoGPT-style multi-mode transformer, {mode} mode, {size} (layers x heads x dims), "
         f"vocab {config.vocab_size}, context {config.block_size}",
     )

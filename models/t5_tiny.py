@@ -29,6 +29,7 @@ def build_model():
         eos_token_id=EOS_ID,
         decoder_start_token_id=PAD_ID,
         use_cache=False,
+        attn_implementation="eager",  # explicit softmax weights: output_attentions returns them (Tier 2)
     )
     return T5ForConditionalGeneration(config)
 
@@ -39,7 +40,7 @@ SPEC = ModelSpec(
     build=build_model,
     inputs=InputSpace(vocab_size=VOCAB_SIZE, max_length=CONTEXT, pad_id=PAD_ID),
     # the causal claim is about the decoder; the adapter also holds the encoder to bidirectionality
-    capabilities=Capabilities(is_causal=True, has_attention_mask=True),
+    capabilities=Capabilities(is_causal=True, has_attention_mask=True, returns_attentions=True),
     tokenizer=build_tokenizer,
     description="transformers T5 (Flan-T5 architecture), 2+2 layers x 2 heads x 64 dims, gpt2-tiny's BPE tokenizer",
 )

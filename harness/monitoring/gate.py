@@ -1,0 +1,91 @@
+"""The regression gate: a candidate against a baseline on the same eval set, non-inferiority style.
+
+The degradation is the per-example difference ``candidate loss - baseline loss`` (per-example mean
+NLL per token, or cross-entropy for classifiers). A paired bootstrap gives its one-sided upper bound U
+at ``confidence``. Verdicts, with margin M:
+
+- ``ok``: U <= M (non-inferiority shown); ``warn`` if also the lower bound > 0 (worse, within margin)
+- ``fail``: U > M and the sample could have shown non-inferiority (MDE <= M), or the lower bound > M
+- ``inconclusive``: U > M but the sample's MDE exceeds M: too small to tell
+
+A moved point estimate alone never fails the gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness import stats
+from harness.evaluation import Evaluation
+from harness.monitoring.config import MonitorConfig
+from harness.stats.core import _json_safe
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate's verdict and the numbers behind it."""
+
+    verdict: str  # ok / warn / fail / inconclusive
+    degradation: float  # mean per-example (candidate - baseline) loss
+    lower: float  # one-sided lower confidence bound of the degradation
+    upper: float  # one-sided upper confidence bound of the degradation
+    margin: float  # the non-inferiority margin
+    mde: float  # minimum detectable degradation at this sample size (one-sided, at config.power)
+    p_value: float  # two-sided bootstrap p-value of "no difference"
+    effect_size: float  # Cohen's d_z of the differences
+    n_examples: int
+    details: dict[str, Any] = field(default_factory=dict)  # baseline/candidate metrics, McNemar
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe({"kind": "gate", **asdict(self)})
+
+
+def regression_gate(baseline: Evaluation, candidate: Evaluation, config: MonitorConfig | None = None) -> GateResult:
+    """Gate ``candidate`` against ``baseline`` (both evaluated on the same examples)."""
+    config = config or MonitorConfig()
+    if baseline.example_tokens != candidate.example_tokens:
+        raise ValueError(
+            f"baseline ({baseline.n_examples} examples, {baseline.n_tokens} tokens) and candidate "
+            f"({candidate.n_examples} examples, {candidate.n_tokens} tokens) were not evaluated on the same eval set"
+        )
+    return gate_losses(
+        np.asarray(baseline.example_loss), np.asarray(candidate.example_loss), config,
+        details={"baseline": baseline.to_dict(), "candidate": candidate.to_dict()},
+        correct=(np.asarray(baseline.example_correct), np.asarray(candidate.example_correct)),
+    )  # fmt: skip
+
+
+def gate_losses(
+    baseline: np.ndarray,
+    candidate: np.ndarray,
+    config: MonitorConfig | None = None,
+    *,
+    details: dict[str, Any] | None = None,
+    correct: tuple[np.ndarray, np.ndarray] | None = None,
+) -> GateResult:
+    """The gate on paired per-example losses (lower is better)."""
+    config = config or MonitorConfig()
+    result = stats.paired_bootstrap(
+        baseline, candidate, resamples=config.resamples, confidence=config.confidence, seed=config.seed
+    )
+    lower, upper = result.details["lower"], result.details["upper"]
+    spread = result.details["sd_difference"]
+    mde = stats.mde_paired_mean(spread, result.n_reference, alpha=1 - config.confidence, power=config.power)
+    margin = config.loss_margin
+    if upper <= margin:
+        verdict = "warn" if lower > 0 else "ok"
+    elif lower > margin or mde <= margin:
+        verdict = "fail"
+    else:
+        verdict = "inconclusive"
+    extra = dict(details or {})
+    if correct is not None and all(np.isin(c, (0.0, 1.0)).all() for c in correct):
+        extra["mcnemar"] = stats.mcnemar(correct[0], correct[1]).to_dict()
+    return GateResult(
+        verdict=verdict, degradation=float(result.statistic), lower=float(lower), upper=float(upper),
+        margin=margin, mde=float(mde), p_value=float(result.p_value), effect_size=float(result.effect_size),
+        n_examples=result.n_reference, details=extra,
+    )  # fmt: skip

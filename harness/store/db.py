@@ -1,0 +1,543 @@
+"""ExperimentDB: runs, configs, per-step metrics, sweeps, reference profiles and check results in SQLite.
+
+One file, many writers: the database runs in WAL mode with a busy timeout, and every write is its own short
+``BEGIN IMMEDIATE`` transaction, so pytest-xdist workers and training processes can share a file, and a process
+killed mid-way (SIGKILL included) leaves every committed row readable. ``synchronous=NORMAL`` is used (the
+recommended WAL setting): a committed row survives any process crash; only an operating-system crash or power
+loss can drop the last few commits.
+
+The schema is versioned with ``PRAGMA user_version`` and built by :data:`MIGRATIONS`, applied in order on open.
+A file written by a newer harness is refused (:class:`SchemaVersionError`); a file that is not an SQLite
+database is refused (:class:`StoreError`) without touching it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+BUSY_TIMEOUT_MS = 30_000  # how long a writer waits for another's lock before "database is locked"
+FINISH_STATUSES = ("finished", "failed", "interrupted")  # what finish_run accepts; a new run is "running"
+RUN_STATUSES = ("running", *FINISH_STATUSES)
+
+# One SQL script per schema version: MIGRATIONS[i] takes a database from version i to version i + 1.
+# Append only: a released migration is never edited, a change is a new entry.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: runs with their configs, per-step metrics, grid sweeps.
+    """
+    CREATE TABLE sweeps (
+        sweep_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        grid TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        model TEXT NOT NULL,
+        status TEXT NOT NULL,
+        config TEXT NOT NULL,
+        params TEXT NOT NULL,
+        sweep_id TEXT REFERENCES sweeps(sweep_id),
+        seed INTEGER,
+        summary TEXT NOT NULL,
+        created TEXT NOT NULL,
+        finished TEXT
+    );
+    CREATE INDEX runs_by_sweep ON runs(sweep_id);
+    CREATE TABLE metrics (
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        step INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value REAL,
+        PRIMARY KEY (run_id, step, name)
+    ) WITHOUT ROWID;
+    """,
+    # 2: run checkpoints, Tier 5 reference profiles, check results (report rows).
+    """
+    ALTER TABLE runs ADD COLUMN checkpoint TEXT;
+    CREATE TABLE profiles (
+        profile_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        model TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE INDEX profiles_by_model ON profiles(model);
+    CREATE TABLE check_results (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT REFERENCES runs(run_id),
+        check_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        row TEXT NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE INDEX check_results_by_run ON check_results(run_id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)  # the version this code writes and reads
+
+
+class StoreError(Exception):
+    """The experiment store cannot be opened or read: a corrupt file, a bad bundle, a schema mismatch."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer harness than this one."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One training (or evaluation) run."""
+
+    run_id: str  # unique id, e.g. "20261122-031042-5f1c2a9b0d3e"
+    name: str  # human-readable name given to start_run
+    model: str  # ModelSpec.name of the trained model
+    status: str  # one of RUN_STATUSES
+    config: dict[str, Any]  # the run's full configuration (JSON)
+    params: dict[str, Any]  # the sweep parameters of this run ({} outside a sweep)
+    sweep_id: str | None  # the sweep this run belongs to, if any
+    seed: int | None  # the run's seed, if given
+    summary: dict[str, Any]  # final metrics and notes given to finish_run ({} while running)
+    checkpoint: str | None  # path of the final checkpoint, if any
+    created: str  # ISO 8601 UTC start time
+    finished: str | None  # ISO 8601 UTC finish time (None while running)
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric value of a run at one step."""
+
+    step: int  # the optimizer step (or epoch, as the caller logs it)
+    name: str  # metric name, e.g. "train_loss"
+    value: float  # the value (NaN if NaN was logged)
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A grid sweep: its parameter grid; its runs carry its sweep_id."""
+
+    sweep_id: str  # unique id
+    name: str  # human-readable name
+    grid: dict[str, list[Any]]  # parameter name -> values tried
+    created: str  # ISO 8601 UTC creation time
+
+
+@dataclass(frozen=True)
+class ProfileRecord:
+    """A stored reference profile (Tier 5), without its body: ``load_profile(profile_id)`` returns that."""
+
+    profile_id: str  # unique id
+    name: str  # human-readable name
+    model: str  # ModelSpec.name the profile was measured on
+    created: str  # ISO 8601 UTC creation time
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
+
+
+def _new_id() -> str:
+    """UTC time to the second plus 48 random bits: sortable by eye, unique across concurrent writers."""
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(6)
+
+
+def _dumps(value: Any, parameter: str) -> str:
+    """JSON text of ``value``; NaN and infinities round-trip (the store is read back by Python)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{parameter} must be a dict, got {type(value).__name__}: {value!r}")
+    try:
+        return json.dumps(dict(value), sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{parameter} must be JSON-serialisable: {error}") from error
+
+
+def _check_name(value: Any, parameter: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{parameter} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _check_id(value: Any, parameter: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{parameter} must be a string id, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def apply_migrations(connection: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring ``connection``'s database up to schema version ``target`` in one immediate transaction.
+
+    Safe when several processes open a fresh file at once: the version is re-read under the write lock, so
+    each migration runs exactly once. Returns the version found before migrating. The connection must be in
+    autocommit mode (``isolation_level=None``).
+    """
+    if not 0 <= target <= SCHEMA_VERSION:
+        raise ValueError(f"target must be in [0, {SCHEMA_VERSION}], got {target}")
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        found = connection.execute("PRAGMA user_version").fetchone()[0]
+        for version in range(found, target):
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {version + 1}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return found
+
+
+def _refuse_non_sqlite(path: Path) -> None:
+    """Raise StoreError, reading only, if ``path`` exists, is non-empty and does not start with the SQLite header."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise StoreError(f"ExperimentDB path {path} exists and is not a file")
+    with path.open("rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        raise StoreError(
+            f"ExperimentDB file {path} is not an SQLite database (header {header!r}); "
+            "point at another path or move the file away, it was not modified"
+        )
+
+
+class ExperimentDB:
+    """An experiment store in one SQLite file; open it in every process that writes, close it when done.
+
+    Usable as a context manager. Safe to share a file between processes; one instance may be used from
+    several threads (calls are serialised). Pickling an instance pickles its path, so it can be handed to a
+    spawned worker, which reopens the file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._connection = self._open()
+
+    def __reduce__(self) -> tuple[type[ExperimentDB], tuple[Path]]:
+        return (type(self), (self.path,))
+
+    def __repr__(self) -> str:
+        return f"ExperimentDB({str(self.path)!r})"
+
+    def __enter__(self) -> ExperimentDB:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; further calls raise StoreError. Closing twice is harmless."""
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                self._connection.close()
+            self._connection = None
+
+    # ---- connection management ----
+
+    def _open(self) -> sqlite3.Connection:
+        _refuse_non_sqlite(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            raise StoreError(self._describe(error, "is not a readable SQLite database")) from error
+        if version > SCHEMA_VERSION:
+            connection.close()
+            raise SchemaVersionError(
+                f"ExperimentDB file {self.path} has schema version {version}, newer than version {SCHEMA_VERSION} "
+                "that this harness supports; upgrade ml-harness to open it"
+            )
+        try:
+            self._enable_wal(connection)
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            if version < SCHEMA_VERSION:
+                apply_migrations(connection)
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            raise StoreError(self._describe(error, "could not be prepared (WAL mode, migrations)")) from error
+        return connection
+
+    def _describe(self, error: sqlite3.DatabaseError, otherwise: str) -> str:
+        """The StoreError message for ``error``: a lock held too long is not a corrupt file."""
+        if isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error)):
+            return f"ExperimentDB file {self.path} stayed locked by another process for over {BUSY_TIMEOUT_MS / 1000:g} s: {error}"
+        return f"ExperimentDB file {self.path} {otherwise}: {error}"
+
+    @staticmethod
+    def _enable_wal(connection: sqlite3.Connection) -> None:
+        """Switch to WAL (persistent in the file); retried because the switch can meet a busy lock unhandled."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        if mode.lower() != "wal":
+            raise sqlite3.OperationalError(f"journal_mode WAL refused, got {mode!r}")
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise StoreError(f"ExperimentDB {self.path} is closed")
+        if self._pid != os.getpid():  # forked: an SQLite connection must not cross fork, open our own
+            self._pid = os.getpid()
+            self._connection = self._open()
+        return self._connection
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short immediate transaction: committed on exit, rolled back on any error."""
+        with self._lock:
+            connection = self._conn()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn().execute(sql, parameters).fetchall()
+
+    @staticmethod
+    def _require(connection: sqlite3.Connection, table: str, key: str, value: str, what: str) -> None:
+        if connection.execute(f"SELECT 1 FROM {table} WHERE {key} = ?", (value,)).fetchone() is None:
+            raise KeyError(f"no {what} with id {value!r}")
+
+    def _require_read(self, table: str, key: str, value: str, what: str) -> None:
+        with self._lock:
+            self._require(self._conn(), table, key, value, what)
+
+    # ---- runs ----
+
+    def start_run(
+        self,
+        *,
+        name: str,
+        config: dict[str, Any],
+        model: str,
+        sweep_id: str | None = None,
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """Record a new run with status "running" and return its id."""
+        _check_name(name, "name")
+        _check_name(model, "model")
+        config_text = _dumps(config, "config")
+        params_text = _dumps({} if params is None else params, "params")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        run_id = _new_id()
+        with self._write() as connection:
+            if sweep_id is not None:
+                self._require(connection, "sweeps", "sweep_id", _check_id(sweep_id, "sweep_id"), "sweep")
+            connection.execute(
+                "INSERT INTO runs (run_id, seq, name, model, status, config, params, sweep_id, seed, summary, created)"
+                " VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM runs), ?, ?, 'running', ?, ?, ?, ?, '{}', ?)",
+                (run_id, name, model, config_text, params_text, sweep_id, seed, _now()),
+            )
+        return run_id
+
+    def log_metrics(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
+        """Store ``metrics`` at ``step`` in one transaction; a (step, name) logged again keeps the last value."""
+        _check_id(run_id, "run_id")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step must be a non-negative int, got {step!r}")
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"metrics must be a dict of name -> number, got {type(metrics).__name__}")
+        rows = []
+        for metric, value in metrics.items():
+            _check_name(metric, "metric name")
+            try:
+                number = float(value)
+            except (TypeError, ValueError) as error:
+                raise TypeError(f"metric {metric!r} must be a number, got {value!r}") from error
+            rows.append((run_id, step, metric, None if math.isnan(number) else number))
+        with self._write() as connection:
+            self._require(connection, "runs", "run_id", run_id, "run")
+            connection.executemany(
+                "INSERT OR REPLACE INTO metrics (run_id, step, name, value) VALUES (?, ?, ?, ?)", rows
+            )
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str = "finished",
+        summary: dict[str, Any] | None = None,
+        checkpoint: str | None = None,
+    ) -> None:
+        """Mark a run finished (or failed/interrupted) with its summary and final checkpoint path."""
+        _check_id(run_id, "run_id")
+        if status not in FINISH_STATUSES:
+            raise ValueError(f"status must be one of {FINISH_STATUSES}, got {status!r}")
+        summary_text = _dumps({} if summary is None else summary, "summary")
+        if checkpoint is not None and not isinstance(checkpoint, str | os.PathLike):
+            raise TypeError(f"checkpoint must be a path string or None, got {checkpoint!r}")
+        with self._write() as connection:
+            self._require(connection, "runs", "run_id", run_id, "run")
+            connection.execute(
+                "UPDATE runs SET status = ?, summary = ?, checkpoint = ?, finished = ? WHERE run_id = ?",
+                (status, summary_text, None if checkpoint is None else os.fspath(checkpoint), _now(), run_id),
+            )
+
+    _RUN_COLUMNS = "run_id, name, model, status, config, params, sweep_id, seed, summary, checkpoint, created, finished"
+
+    @staticmethod
+    def _run_record(row: tuple[Any, ...]) -> RunRecord:
+        run_id, name, model, status, config, params, sweep_id, seed, summary, checkpoint, created, finished = row
+        return RunRecord(
+            run_id=run_id,
+            name=name,
+            model=model,
+            status=status,
+            config=json.loads(config),
+            params=json.loads(params),
+            sweep_id=sweep_id,
+            seed=seed,
+            summary=json.loads(summary),
+            checkpoint=checkpoint,
+            created=created,
+            finished=finished,
+        )
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run ``run_id``; KeyError naming it if there is none."""
+        rows = self._read(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = ?", (_check_id(run_id, "run_id"),))
+        if not rows:
+            raise KeyError(f"no run with id {run_id!r}")
+        return self._run_record(rows[0])
+
+    def metrics(self, run_id: str) -> list[MetricRow]:
+        """Every metric row of ``run_id``, ordered by step then name."""
+        self._require_read("runs", "run_id", _check_id(run_id, "run_id"), "run")
+        rows = self._read("SELECT step, name, value FROM metrics WHERE run_id = ? ORDER BY step, name", (run_id,))
+        return [MetricRow(step, name, math.nan if value is None else value) for step, name, value in rows]
+
+    def runs(self, *, sweep_id: str | None = None, status: str | None = None) -> list[RunRecord]:
+        """Runs in start order, optionally only those of one sweep and/or with one status."""
+        clauses, parameters = [], []
+        if sweep_id is not None:
+            self._require_read("sweeps", "sweep_id", _check_id(sweep_id, "sweep_id"), "sweep")
+            clauses.append("sweep_id = ?")
+            parameters.append(sweep_id)
+        if status is not None:
+            if status not in RUN_STATUSES:
+                raise ValueError(f"status must be one of {RUN_STATUSES} or None, got {status!r}")
+            clauses.append("status = ?")
+            parameters.append(status)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._read(f"SELECT {self._RUN_COLUMNS} FROM runs{where} ORDER BY seq", tuple(parameters))
+        return [self._run_record(row) for row in rows]
+
+    # ---- sweeps ----
+
+    def create_sweep(self, *, name: str, grid: dict[str, list[Any]]) -> str:
+        """Record a grid sweep (parameter name -> non-empty list of values) and return its id."""
+        _check_name(name, "name")
+        if not isinstance(grid, Mapping) or not grid:
+            raise ValueError(f"grid must be a non-empty dict of parameter -> list of values, got {grid!r}")
+        for parameter, values in grid.items():
+            if not isinstance(values, list | tuple) or not values:
+                raise ValueError(f"grid[{parameter!r}] must be a non-empty list of values, got {values!r}")
+        grid_text = _dumps({key: list(values) for key, values in grid.items()}, "grid")
+        sweep_id = _new_id()
+        with self._write() as connection:
+            connection.execute(
+                "INSERT INTO sweeps (sweep_id, seq, name, grid, created)"
+                " VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM sweeps), ?, ?, ?)",
+                (sweep_id, name, grid_text, _now()),
+            )
+        return sweep_id
+
+    def sweeps(self) -> list[SweepRecord]:
+        """Every sweep, in creation order."""
+        rows = self._read("SELECT sweep_id, name, grid, created FROM sweeps ORDER BY seq")
+        return [SweepRecord(sweep_id, name, json.loads(grid), created) for sweep_id, name, grid, created in rows]
+
+    # ---- reference profiles ----
+
+    def save_profile(self, *, name: str, model: str, profile: dict[str, Any]) -> str:
+        """Store a reference profile (Tier 5) measured on ``model`` and return its id."""
+        _check_name(name, "name")
+        _check_name(model, "model")
+        profile_text = _dumps(profile, "profile")
+        profile_id = _new_id()
+        with self._write() as connection:
+            connection.execute(
+                "INSERT INTO profiles (profile_id, seq, name, model, profile, created)"
+                " VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM profiles), ?, ?, ?, ?)",
+                (profile_id, name, model, profile_text, _now()),
+            )
+        return profile_id
+
+    def load_profile(self, profile_id: str) -> dict[str, Any]:
+        """The profile body stored under ``profile_id``; KeyError naming it if there is none."""
+        rows = self._read("SELECT profile FROM profiles WHERE profile_id = ?", (_check_id(profile_id, "profile_id"),))
+        if not rows:
+            raise KeyError(f"no profile with id {profile_id!r}")
+        return json.loads(rows[0][0])
+
+    def profiles(self, model: str | None = None) -> list[ProfileRecord]:
+        """Stored profiles in creation order (the newest last), optionally only those of ``model``."""
+        where, parameters = ("", ()) if model is None else (" WHERE model = ?", (model,))
+        rows = self._read(f"SELECT profile_id, name, model, created FROM profiles{where} ORDER BY seq", parameters)
+        return [ProfileRecord(*row) for row in rows]
+
+    # ---- check results ----
+
+    def record_check(self, *, run_id: str | None, row: dict[str, Any]) -> None:
+        """Store one report row (as in report.json: at least "check" and "status"), attached to a run or not."""
+        if not isinstance(row, Mapping):
+            raise TypeError(f"row must be a report row dict, got {type(row).__name__}")
+        for key in ("check", "status"):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise ValueError(f"row[{key!r}] must be a non-empty string, got {row.get(key)!r}")
+        row_text = _dumps(row, "row")
+        with self._write() as connection:
+            if run_id is not None:
+                self._require(connection, "runs", "run_id", _check_id(run_id, "run_id"), "run")
+            connection.execute(
+                "INSERT INTO check_results (run_id, check_name, status, row, created) VALUES (?, ?, ?, ?, ?)",
+                (run_id, row["check"], row["status"], row_text, _now()),
+            )
+
+    def check_results(self, run_id: str | None) -> list[dict[str, Any]]:
+        """The report rows recorded for ``run_id`` (None: those attached to no run), in recording order."""
+        if run_id is None:
+            rows = self._read("SELECT row FROM check_results WHERE run_id IS NULL ORDER BY seq")
+        else:
+            self._require_read("runs", "run_id", _check_id(run_id, "run_id"), "run")
+            rows = self._read("SELECT row FROM check_results WHERE run_id = ? ORDER BY seq", (run_id,))
+        return [json.loads(text) for (text,) in rows]

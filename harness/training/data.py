@@ -1,0 +1,163 @@
+"""Training data: local text files through the ``datasets`` text loader, the digits images, or seeded
+synthetic batches for tasks real text carries no labels for.
+
+Text: ``config.data`` names the user's files; without any, :func:`harness.data.reference_text` is written
+once to a cache file and loaded the same way, so the default path is the user's path. Lines are
+tokenised with the model's tokenizer, concatenated and cut into ``sequence_length`` rows; the last
+``validation_fraction`` of the rows is the held-out text. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.adapters import adapter_for
+from harness.cache import cache_dir
+from harness.spec import ModelSpec
+from harness.training.config import ConfigError, TrainingConfig
+
+WIKITEXT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wikitext-2"
+"""``../shared/data/wikitext-2`` relative to the repository root: CI trains on it when it exists."""
+
+
+class RowsDataset(torch.utils.data.Dataset):
+    """Rows of equal-shaped tensors; item ``i`` is ``{key: tensor[i]}`` (the default collate stacks them)."""
+
+    def __init__(self, rows: dict[str, torch.Tensor]) -> None:
+        self.rows = rows
+        self.length = next(iter(rows.values())).shape[0]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: value[index] for key, value in self.rows.items()}
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Training and held-out rows, and where they came from."""
+
+    train: RowsDataset
+    validation: RowsDataset
+    source: str  # "text:<files>", "digits" or "synthetic"
+
+
+def wikitext_files() -> tuple[str, ...] | None:
+    """The wikitext-2 files beside the checkout, or None when the folder is absent."""
+    if not WIKITEXT_DIR.is_dir():
+        return None
+    files = tuple(str(path) for path in sorted(WIKITEXT_DIR.glob("*.txt")))
+    return files or None
+
+
+def default_text_file() -> Path:
+    """The reference text written once to the cache (atomically, safe for concurrent workers)."""
+    from harness.data import reference_text
+
+    path = cache_dir("data") / "reference_text.txt"
+    if not path.exists():
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(reference_text(), encoding="utf-8")
+        os.replace(temporary, path)
+    return path
+
+
+def has_real_data(spec: ModelSpec) -> bool:
+    """Whether the harness has real data for the spec: tokenised text or the digits images."""
+    if spec.task == "causal-lm":
+        return spec.tokenizer is not None
+    return spec.task == "image-classification" and spec.inputs.image_size == (1, 8, 8)
+
+
+@lru_cache(maxsize=8)
+def _token_ids(tokenizer_factory: Any, vocab_size: int, files: tuple[str, ...]) -> torch.Tensor:
+    import datasets
+
+    missing = [path for path in files if not Path(path).is_file()]
+    if missing:
+        raise ConfigError(f"TrainingConfig.data: file(s) not found: {', '.join(missing)}")
+    datasets.disable_progress_bars()
+    lines = datasets.load_dataset(
+        "text", data_files=list(files), split="train", cache_dir=str(cache_dir("datasets"))
+    )
+    tokenizer = tokenizer_factory()
+    text = "\n".join(line for line in lines["text"] if line.strip())
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=torch.long)
+    return ids[ids < vocab_size]  # (N,)
+
+
+def text_rows(spec: ModelSpec, config: TrainingConfig) -> TrainingData:
+    """Token rows of the config's files (or the reference text), split into train and held-out rows."""
+    files = config.data or (str(default_text_file()),)
+    length = min(config.sequence_length, spec.inputs.max_length or config.sequence_length)
+    ids = _token_ids(spec.tokenizer, spec.inputs.vocab_size, tuple(files))
+    count = ids.numel() // length
+    if count < 2:
+        raise ConfigError(f"TrainingConfig.data: {files} hold {ids.numel()} tokens, fewer than 2 rows of {length}")
+    rows = ids[: count * length].view(count, length)  # (R, T)
+    held_out = max(1, int(count * config.validation_fraction))
+    train, validation = rows[:-held_out], rows[-held_out:]  # the held-out text is the end of the text
+    if config.max_rows is not None:
+        train = train[: config.max_rows]
+        validation = validation[: max(1, config.max_rows // 4)]
+
+    def dataset(part: torch.Tensor) -> RowsDataset:
+        return RowsDataset({"input_ids": part, "attention_mask": torch.ones_like(part), "labels": part.clone()})
+
+    return TrainingData(dataset(train), dataset(validation), "text:" + ",".join(Path(f).name for f in files))
+
+
+def digits_rows(config: TrainingConfig) -> TrainingData:
+    """The 1797 digits in a seeded shuffle, the last ``validation_fraction`` held out."""
+    from harness.data import digits
+
+    images, labels = digits()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(config.seed))
+    images, labels = images[order], labels[order]
+    held_out = max(1, int(len(labels) * config.validation_fraction))
+    return TrainingData(
+        RowsDataset({"pixel_values": images[:-held_out], "labels": labels[:-held_out]}),
+        RowsDataset({"pixel_values": images[-held_out:], "labels": labels[-held_out:]}),
+        "digits",
+    )
+
+
+def synthetic_rows(spec: ModelSpec, config: TrainingConfig) -> TrainingData:
+    """Seeded random batches from the task's adapter (for tasks the harness has no real data for)."""
+    adapter = adapter_for(spec)
+    length = min(config.sequence_length, spec.inputs.max_length or config.sequence_length)
+    rows = config.max_rows or 256
+    generator = torch.Generator().manual_seed(config.seed)
+    train = adapter.make_batch(spec, batch_size=rows, length=length, generator=generator)
+    validation = adapter.make_batch(spec, batch_size=max(1, rows // 4), length=length, generator=generator)
+    return TrainingData(RowsDataset(train), RowsDataset(validation), "synthetic")
+
+
+def training_data(spec: ModelSpec, config: TrainingConfig) -> TrainingData:
+    """The data a run trains on: user files or the reference text for causal LMs with a tokenizer, digits
+    for 8x8 image classifiers, synthetic batches otherwise (``config.data`` then is an error)."""
+    if spec.task == "causal-lm" and spec.tokenizer is not None:
+        return text_rows(spec, config)
+    if config.data:
+        raise ConfigError(
+            f"TrainingConfig.data={list(config.data)!r}: text files need a causal-lm spec with a tokenizer; "
+            f"{spec.name} is a {spec.task} model{'' if spec.tokenizer else ' without a tokenizer'}"
+        )
+    if has_real_data(spec):
+        return digits_rows(config)
+    return synthetic_rows(spec, config)
+
+
+def loader(dataset: RowsDataset, *, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
+    """A single-process DataLoader; shuffling is seeded, so two runs see the same order."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=len(dataset) >= batch_size
+    )
