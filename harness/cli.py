@@ -69,6 +69,8 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
     command += ["--hypothesis-profile", args.hypothesis_profile, "-p", "no:cacheprovider"]
     for model in args.model:
         command += ["--model", model]
+    if args.trust_model_code:
+        command.append("--trust-model-code")
     if args.workers != "0":
         command += ["-n", args.workers]
     return command + list(args.pytest_args)
@@ -193,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run tiers on models (a thin layer over pytest)")
     run.add_argument("--tier", default=None, help="tiers to run: 1, 1-3 or 1,4 (default: every tier present)")
     run.add_argument("--model", action="append", default=[], help="zoo name or module:attribute (repeatable)")
+    run.add_argument("--trust-model-code", action="store_true", help="skip the safety scan of model files")
     run.add_argument("--workers", default="0", help="pytest-xdist workers: a number or 'auto' (default: 0, serial)")
     run.add_argument("--report-dir", default="reports", help="where RUN_ID/report.json and junit.xml go")
     run.add_argument("--run-id", default=None, help="run id (default: UTC time + random suffix)")

@@ -58,9 +58,7 @@ def token_scores(
     targets = labels.masked_fill(~keep, 0)  # (B, L)
     nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * keep  # (B, L)
     correct = (logits.argmax(-1) == targets) & keep  # (B, L)
-    return TokenScores(
-        nll=nll.sum(1).detach().numpy(), tokens=keep.sum(1).numpy(), correct=correct.sum(1).numpy()
-    )
+    return TokenScores(nll=nll.sum(1).detach().numpy(), tokens=keep.sum(1).numpy(), correct=correct.sum(1).numpy())
 
 
 def perplexity(nll_sums: Sequence[float] | np.ndarray, token_counts: Sequence[int] | np.ndarray) -> float:
@@ -216,7 +214,11 @@ def text_batches(
     limit = min(max_length or spec.inputs.max_length, spec.inputs.max_length)
     rows = []
     for text in texts:
-        ids = [i for i in tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] if i < spec.inputs.vocab_size]
+        ids = [
+            i
+            for i in tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            if i < spec.inputs.vocab_size
+        ]
         if spec.task == "seq2seq-lm":
             ids = ids[: 2 * limit]
             half = len(ids) // 2

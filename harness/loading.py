@@ -1,19 +1,41 @@
-"""Turning ``--model`` selectors into ModelSpecs: zoo names, or ``package.module:attribute``.
+"""Turning ``--model`` selectors into ModelSpecs.
 
-The attribute may be a ModelSpec, a list of them, or a callable (taking no arguments) returning either.
+Selectors: a zoo name; ``package.module:attribute``; ``path/to/model.py:attribute``; or
+``path/to/folder:attribute`` (a folder checked out from a gist or repository, whose ``model.py`` is
+imported with the folder on ``sys.path``). The attribute may be a ModelSpec, a list of them, or a
+callable (taking no arguments) returning either.
+
+Code loaded from a path is scanned first (:mod:`harness.safety`: the file, or every ``.py`` file of
+the folder) and refused with every finding listed unless ``trust_code`` is set. Its provenance (the
+SHA-256 of each file and, for a git checkout, the commit) is kept in :data:`PROVENANCE` for the report.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import subprocess
+import sys
 import traceback
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from harness.spec import ModelSpec
 
 
 class ModelSelectionError(Exception):
-    """A ``--model`` selector names no model: an unknown name, a failed import, a wrong type."""
+    """A ``--model`` selector names no model: an unknown name, a failed import, a wrong type, unsafe code."""
+
+
+PROVENANCE: dict[str, dict[str, Any]] = {}
+"""For each selector naming a path: the files loaded, their SHA-256, the git commit, whether it was trusted."""
+
+
+def is_path_selector(selector: str) -> bool:
+    target = selector.rpartition(":")[0]
+    return target.endswith(".py") or "/" in target or "\\" in target or Path(target).is_dir()
 
 
 def zoo_names() -> list[str]:
@@ -25,6 +47,11 @@ def zoo_names() -> list[str]:
 def validate_selectors(selectors: Iterable[str]) -> None:
     """Fail fast on unknown zoo names without importing any model code."""
     unknown = [s for s in selectors if ":" not in s and s not in zoo_names()]
+    malformed = [s for s in selectors if ":" in s and not all(s.rpartition(":")[::2])]
+    if malformed:
+        raise ModelSelectionError(
+            f"model selector {malformed[0]!r} must look like package.module:attribute or path/to/model.py:attribute"
+        )
     if unknown:
         raise ModelSelectionError(
             f"unknown model {', '.join(map(repr, unknown))}; available: {', '.join(zoo_names())}, "
@@ -32,7 +59,7 @@ def validate_selectors(selectors: Iterable[str]) -> None:
         )
 
 
-def resolve_models(selectors: Iterable[str]) -> list[ModelSpec]:
+def resolve_models(selectors: Iterable[str], *, trust_code: bool = False) -> list[ModelSpec]:
     """The specs the selectors name, in order; every zoo model when there are none."""
     from models import load_zoo_spec
 
@@ -40,12 +67,23 @@ def resolve_models(selectors: Iterable[str]) -> list[ModelSpec]:
     validate_selectors(selectors)
     specs: list[ModelSpec] = []
     for selector in selectors:
-        specs.extend(_import_specs(selector) if ":" in selector else [load_zoo_spec(selector)])
+        if ":" not in selector:
+            specs.append(load_zoo_spec(selector))
+        elif is_path_selector(selector):
+            specs.extend(_load_path_specs(selector, trust_code=trust_code))
+        else:
+            specs.extend(_import_specs(selector))
     names = [spec.name for spec in specs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ModelSelectionError(f"two selected models share the name {', '.join(duplicates)}; names must be unique")
     return specs
+
+
+def import_attribute(target: str) -> object:
+    """The object ``"package.module:attribute"`` names (import errors propagate)."""
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 def _import_specs(selector: str) -> list[ModelSpec]:
@@ -89,3 +127,59 @@ def specs_from(target: object, origin: str) -> list[ModelSpec]:
         f"{origin} must be a ModelSpec, a non-empty list of them, or a callable returning either; "
         f"got {type(target).__name__}"
     )
+
+
+def _load_path_specs(selector: str, *, trust_code: bool) -> list[ModelSpec]:
+    """Scan, then import a model file (or a folder's model.py) by path, and record its provenance."""
+    from harness.safety import UnsafeModelCode, check_paths
+
+    target, _, attribute = selector.rpartition(":")
+    path = Path(target).expanduser().resolve()
+    if not path.exists():
+        raise ModelSelectionError(f"--model {selector}: {target} does not exist")
+    folder = path if path.is_dir() else path.parent
+    file = path / "model.py" if path.is_dir() else path
+    if not file.is_file():
+        found = ", ".join(sorted(p.name for p in folder.glob("*.py"))) or "none"
+        raise ModelSelectionError(f"--model {selector}: {folder} has no model.py; its .py files: {found} (name one)")
+    if not trust_code:
+        try:
+            check_paths([path])
+        except UnsafeModelCode as error:
+            raise ModelSelectionError(f"--model {selector}: {error}") from None
+    files = sorted(folder.rglob("*.py")) if path.is_dir() else [file]
+    module_name = f"harness_user_model_{hashlib.sha256(str(file).encode()).hexdigest()[:12]}"
+    sys.path.insert(0, str(folder))  # sibling imports of the model file work, as when run from its folder
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 - any import failure is the user's to see
+        sys.modules.pop(module_name, None)
+        raise ModelSelectionError(
+            f"cannot import {file} for --model {selector}:\n{traceback.format_exc(limit=6)}"
+        ) from error
+    if not hasattr(module, attribute):
+        raise ModelSelectionError(f"{file} has no attribute {attribute!r}")
+    specs = specs_from(getattr(module, attribute), selector)
+    record = {
+        "selector": selector,
+        "files": {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files},
+        "git_commit": _git_commit(folder),
+        "trusted_without_scan": trust_code,
+    }
+    for model_spec in specs:
+        PROVENANCE[model_spec.name] = record
+    return specs
+
+
+def _git_commit(folder: Path) -> str | None:
+    """The checked-out commit when ``folder`` is inside a git work tree (and git is installed)."""
+    try:
+        completed = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout.strip() or None if completed.returncode == 0 else None

@@ -74,6 +74,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="folder for report.json when --junitxml is not given (written to DIR/RUN_ID/). Default: reports",
     )
+    group.addoption(
+        "--trust-model-code",
+        action="store_true",
+        default=False,
+        help="import --model path/to/file.py or folder selectors without the static safety scan (read the code first)",
+    )
     group.addoption("--harness-run-id", default=None, metavar="ID", help="run id (default: UTC time + random suffix)")
     group.addoption(
         "--harness-seed", default="0", metavar="INT", help="seed of every generated check input. Default: 0"
@@ -124,7 +130,7 @@ class HarnessSession:
     def _resolve(self) -> list[ModelSpec]:
         from harness.loading import resolve_models
 
-        return resolve_models(self.selectors)
+        return resolve_models(self.selectors, trust_code=self.config.getoption("trust_model_code"))
 
     @property
     def specs(self) -> list[ModelSpec]:
@@ -188,6 +194,10 @@ class HarnessSession:
         report = build_report(
             self.run_id, list(self.rows.values()), environment(settings.get_current_profile_name(), workers)
         )
+        from harness.loading import PROVENANCE
+
+        if PROVENANCE:
+            report["model_sources"] = PROVENANCE  # SHA-256 and git commit of model code loaded from paths
         self.config.hook.pytest_harness_report(report=report, config=self.config)
         write_report(report, self.report_path)
 

@@ -56,7 +56,9 @@ class BehaviourConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"BehaviourConfig.{name} must be >= 1, got {name}={getattr(self, name)}")
         if self.ig_steps % 2:
-            raise ValueError(f"BehaviourConfig.ig_steps must be even (halved for the error estimate), got {self.ig_steps}")
+            raise ValueError(
+                f"BehaviourConfig.ig_steps must be even (halved for the error estimate), got {self.ig_steps}"
+            )
         if not 0.0 <= self.max_flip_rate < 1.0:
             raise ValueError(f"BehaviourConfig.max_flip_rate must be in [0, 1), got {self.max_flip_rate}")
 
@@ -139,11 +141,14 @@ def check_attention_patterns(spec: ModelSpec, model: nn.Module, *, options: Chec
     if not adapter.sequence:
         raise TypeError(f"{spec.name}: returns_attentions is claimed for task {spec.task}, which has no sequence")
     max_length = spec.inputs.max_length
-    amount = min(CONFIG.padding_amount, max_length - spec.inputs.min_length) if spec.capabilities.has_attention_mask else 0
+    amount = (
+        min(CONFIG.padding_amount, max_length - spec.inputs.min_length) if spec.capabilities.has_attention_mask else 0
+    )
     length = max(spec.inputs.min_length, min(options.length_for(spec), max_length - amount))
     batch = adapter.make_batch(spec, batch_size=options.batch_size, length=length, generator=_generator(options.seed))
+    side = "left" if spec.capabilities.is_causal else "right"  # right pad keys are a causal query's future
     if amount:
-        batch = adapter.pad(spec, batch, amount=amount, side="right")
+        batch = adapter.pad(spec, batch, amount=amount, side=side)
     with torch.no_grad():
         output = _raw_forward(spec, model.eval(), batch, output_attentions=True)
     worst = {"row_sum_error": 0.0, "padding_weight": 0.0, "future_weight": 0.0}
@@ -156,7 +161,7 @@ def check_attention_patterns(spec: ModelSpec, model: nn.Module, *, options: Chec
         found.append(name)
         causal = stream.causal and spec.capabilities.is_causal
         for index, weights in enumerate(layers):
-            measured, per_head = _attention_measures(weights.double(), stream, amount, causal)
+            measured, per_head = _attention_measures(weights.double(), stream, amount, side, causal)
             for key, value in measured.items():
                 worst[key] = max(worst[key], value)
             for head, values in enumerate(per_head):
@@ -188,6 +193,7 @@ def check_attention_patterns(spec: ModelSpec, model: nn.Module, *, options: Chec
             **worst,
             "streams": found,
             "padding_amount": amount,
+            "padding_side": side,
             "near_uniform_share": uniform / len(heads),
             "near_one_hot_share": one_hot / len(heads),
             "warning_band_applied": spec.capabilities.pretrained,
@@ -207,23 +213,29 @@ def check_attention_patterns(spec: ModelSpec, model: nn.Module, *, options: Chec
 
 
 def _attention_measures(
-    weights: torch.Tensor, stream: AttentionStream, amount: int, causal: bool
+    weights: torch.Tensor, stream: AttentionStream, amount: int, side: str, causal: bool
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """Rule violations of one layer's weights (B, H, Q, K) at its real queries, and each head's entropy."""
+    """Rule violations of one layer's weights (B, H, Q, K) at its real queries, and each head's entropy.
+
+    ``amount`` pad tokens sit on ``side`` of every padded stream; rows of pad queries are not held to anything.
+    """
     queries, keys = weights.shape[-2:]
-    real_queries = queries - amount if stream.padded_queries else queries
-    real_keys = keys - amount if stream.padded_keys else keys
-    real = weights[:, :, :real_queries]  # (B, H, Qr, K): right padding puts the pad tokens last
+    query_pad = amount if stream.padded_queries else 0
+    key_pad = amount if stream.padded_keys else 0
+    first_query = query_pad if side == "left" else 0
+    real = weights[:, :, first_query : first_query + queries - query_pad]  # (B, H, Qr, K)
+    real_queries, real_keys = queries - query_pad, keys - key_pad
+    pad_keys = real[..., :key_pad] if side == "left" else real[..., keys - key_pad :]  # (B, H, Qr, Kp)
     measured = {
         "row_sum_error": float((real.sum(-1) - 1).abs().max()),
-        "padding_weight": float(real[..., real_keys:].abs().max()) if real_keys < keys else 0.0,
+        "padding_weight": float(pad_keys.abs().max()) if key_pad else 0.0,
         "future_weight": 0.0,
     }
     visible = torch.full((real_queries,), float(real_keys))  # (Qr,): keys each query may see
     if causal:
         if queries != keys:
             raise ValueError(f"a causal self-attention map must be square, got {queries}x{keys}")
-        measured["future_weight"] = float(real.triu(diagonal=1).abs().max())
+        measured["future_weight"] = float(real.triu(diagonal=first_query + 1).abs().max())  # key index > query index
         visible = torch.arange(1, real_queries + 1).clamp(max=real_keys).double()  # (Qr,)
     informative = visible >= 2  # one visible key: the row is one-hot by construction
     probabilities = real.clamp(min=0)  # (B, H, Qr, K)
@@ -231,7 +243,10 @@ def _attention_measures(
     normalised = entropy[..., informative] / visible[informative].log()  # (B, H, Qi)
     max_weight = probabilities.max(-1).values[..., informative]  # (B, H, Qi)
     per_head = [
-        {"entropy": round(float(normalised[:, head].mean()), 4), "max_weight": round(float(max_weight[:, head].mean()), 4)}
+        {
+            "entropy": round(float(normalised[:, head].mean()), 4),
+            "max_weight": round(float(max_weight[:, head].mean()), 4),
+        }
         for head in range(weights.shape[1])
     ]
     return measured, per_head
@@ -360,8 +375,16 @@ def check_attribution_completeness(spec: ModelSpec, model: nn.Module, *, options
             future = max(future, float(per_unit[position + 1 :].abs().max()) if position + 1 < length else 0.0)
         order = per_unit.abs().flatten().argsort(descending=True)[: CONFIG.top_positions]
         places = [int(i) for i in order] if adapter.sequence else [divmod(int(i), per_unit.shape[1]) for i in order]
-        examples.append({"row": index, "target": chosen, "f_x_minus_f_baseline": delta, "sum_attributions": total,
-                         "top_positions": places, "top_attributions": [float(per_unit.flatten()[i]) for i in order]})
+        examples.append(
+            {
+                "row": index,
+                "target": chosen,
+                "f_x_minus_f_baseline": delta,
+                "sum_attributions": total,
+                "top_positions": places,
+                "top_attributions": [float(per_unit.flatten()[i]) for i in order],
+            }
+        )
     worst = max(errors)
     problems = []
     if worst > CONFIG.max_ig_relative_error:
@@ -377,7 +400,8 @@ def check_attribution_completeness(spec: ModelSpec, model: nn.Module, *, options
         threshold=CONFIG.max_ig_relative_error,
         expected=f"relative completeness error <= {CONFIG.max_ig_relative_error:g} at {steps} trapezoid steps"
         + (" and exactly 0 attribution from future positions" if future_applies else ""),
-        got="; ".join(problems) or f"relative error {worst:.2e} (trapezoid error estimate {max(estimates):.1e}), "
+        got="; ".join(problems)
+        or f"relative error {worst:.2e} (trapezoid error estimate {max(estimates):.1e}), "
         f"f(x) - f(baseline) {', '.join(f'{d:.3g}' for d in deltas)}",
         hint="Gradients miss part of the output's path from the input: .detach(), torch.round, argmax or integer "
         "casts inside forward (or, for future attribution, a causal mask applied after the softmax).",
@@ -418,14 +442,18 @@ def _inputs_for_robustness(spec: ModelSpec, options: CheckOptions, size: int) ->
     real = real_batch(spec, batch_size=size, length=length)
     if real is not None and batch_size_of(real) == size:
         return real, "real"
-    return adapter_for(spec).make_batch(spec, batch_size=size, length=length, generator=_generator(options.seed)), "generated"
+    return adapter_for(spec).make_batch(
+        spec, batch_size=size, length=length, generator=_generator(options.seed)
+    ), "generated"
 
 
 @torch.no_grad()
 def _chunked_forward(spec: ModelSpec, model: nn.Module, batch: Batch, chunk: int = 32) -> torch.Tensor:
     adapter = adapter_for(spec)
     size = batch_size_of(batch)
-    return torch.cat([adapter.forward(spec, model, select_rows(batch, slice(i, i + chunk))) for i in range(0, size, chunk)])
+    return torch.cat(
+        [adapter.forward(spec, model, select_rows(batch, slice(i, i + chunk))) for i in range(0, size, chunk)]
+    )
 
 
 def _flips(spec: ModelSpec, before: torch.Tensor, after: torch.Tensor, observed: torch.Tensor | None) -> torch.Tensor:
@@ -803,7 +831,9 @@ def _compare_with_oracle(memory: Any, oracle: dict[int, torch.Tensor], dim: int)
         got_id, got_distance = int(ids[q, 0]), float(distances[q, 0])
         if abs(got_distance - float(best[q])) > atol * max(1.0, float(best[q])):
             raise MemoryViolation(f"query {q}: top-1 distance {got_distance:.6g}, brute force {float(best[q]):.6g}")
-        if got_id not in oracle or float(truth[q, live.index(got_id)]) > float(best[q]) + atol * max(1.0, float(best[q])):
+        if got_id not in oracle or float(truth[q, live.index(got_id)]) > float(best[q]) + atol * max(
+            1.0, float(best[q])
+        ):
             raise MemoryViolation(f"query {q}: top-1 id {got_id} is not a nearest stored id (live: {live})")
 
 
@@ -845,12 +875,16 @@ def check_memory_oracle(spec: ModelSpec, model: nn.Module, *, options: CheckOpti
         threshold=0.0,
         expected="top-1 id and squared distance, reconstructions, len and ids() equal to the brute-force oracle "
         f"after every operation (within {CONFIG.memory_atol:g})",
-        got=failure + f" after: {'; '.join(last[1:]) or 'no operation'}" if failure
+        got=failure + f" after: {'; '.join(last[1:]) or 'no operation'}"
+        if failure
         else f"{len(steps)} random operation sequences agreed",
         hint="Ids renumbered on removal (compaction), an update that appends instead of replacing, a stale "
         "index after removal, or distances that are not squared L2.",
         sample_size=len(steps),
         seed=options.seed,
-        details={"sequences": len(steps), "operations": sum(1 for entry in log if entry != "new memory"),
-                 "failing_sequence": last[1:] if failure else None},
+        details={
+            "sequences": len(steps),
+            "operations": sum(1 for entry in log if entry != "new memory"),
+            "failing_sequence": last[1:] if failure else None,
+        },
     )

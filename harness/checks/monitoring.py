@@ -77,7 +77,9 @@ def check_token_weighted_perplexity(spec: ModelSpec, model: torch.nn.Module, *, 
         losses = [(float(adapter_for(spec).model_loss(spec, model, b)), b) for b in batches]
     counts = [_scored_tokens(spec, b) for _, b in losses]
     model_loss = sum(loss * n for (loss, _), n in zip(losses, counts, strict=True)) / sum(counts)
-    log_ppl = math.log(evaluation.perplexity) if evaluation.perplexity and math.isfinite(evaluation.perplexity) else math.inf
+    log_ppl = (
+        math.log(evaluation.perplexity) if evaluation.perplexity and math.isfinite(evaluation.perplexity) else math.inf
+    )
     gap = abs(log_ppl - model_loss) / max(1.0, abs(model_loss)) if math.isfinite(model_loss) else math.inf
     return verdict(
         spec, "token_weighted_perplexity", passed=gap <= PERPLEXITY_RTOL, measured=gap, threshold=PERPLEXITY_RTOL,

@@ -120,7 +120,17 @@ def run_monitor(raw: dict[str, Any]) -> dict[str, Any]:
     from harness.monitoring.gate import regression_gate
     from harness.monitoring.profile import build_profile, load_from_db, load_profile_file
 
-    known = {"mode", "model", "candidate", "reference", "reference_db", "reference_id", "data", "thresholds", "embedding"}
+    known = {
+        "mode",
+        "model",
+        "candidate",
+        "reference",
+        "reference_db",
+        "reference_id",
+        "data",
+        "thresholds",
+        "embedding",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise MonitorUsageError(f"unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -154,7 +164,9 @@ def run_monitor(raw: dict[str, Any]) -> dict[str, Any]:
         elif "reference_db" in raw and "reference_id" in raw:
             reference = load_from_db(raw["reference_db"], raw["reference_id"])
         else:
-            raise MonitorUsageError("a drift config needs 'reference' (a profile file) or 'reference_db' + 'reference_id'")
+            raise MonitorUsageError(
+                "a drift config needs 'reference' (a profile file) or 'reference_db' + 'reference_id'"
+            )
     except (KeyError, ValueError) as error:
         raise MonitorUsageError(str(error)) from None
     batches, texts = load_examples(spec, data, seed=config.seed)
@@ -184,7 +196,10 @@ def format_result(result: dict[str, Any]) -> str:
         return (f"gate: {result['verdict']}: degradation {result['degradation']:.4f} "
                 f"[{result['lower']:.4f}, {result['upper']:.4f}] vs margin {result['margin']:.4f}, "
                 f"MDE {result['mde']:.4f}, n={result['n_examples']}")  # fmt: skip
-    lines = [f"drift: {result['verdict']}", f"{'feature':26s} {'test':24s} {'effect':>8s} {'mde':>8s} {'p_adj':>8s} verdict"]
+    lines = [
+        f"drift: {result['verdict']}",
+        f"{'feature':26s} {'test':24s} {'effect':>8s} {'mde':>8s} {'p_adj':>8s} verdict",
+    ]
     for row in result["features"]:
         mde = "-" if row["mde"] is None else f"{float(row['mde']):8.3f}"
         lines.append(f"{row['feature']:26s} {row['test']:24s} {float(row['effect_size']):8.3f} {mde:>8s} "
@@ -208,7 +223,11 @@ def command_profile(args: argparse.Namespace) -> int:
         return 2
     profile = build_profile(spec, spec.build_model(), batches, texts=texts, embedding=args.embedding,
                             max_embeddings=args.max_embeddings, seed=args.seed)  # fmt: skip
-    summary: dict[str, Any] = {"model": spec.name, "n_examples": profile["n_examples"], "features": list(profile["features"])}
+    summary: dict[str, Any] = {
+        "model": spec.name,
+        "n_examples": profile["n_examples"],
+        "features": list(profile["features"]),
+    }
     if args.out:
         summary["path"] = str(export_profile(profile, args.out))
     if args.db:

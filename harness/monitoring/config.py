@@ -43,7 +43,9 @@ class MonitorConfig:
                 f"MonitorConfig needs alpha_fail <= alpha_warn, got alpha_fail={self.alpha_fail}, alpha_warn={self.alpha_warn}"
             )
         if self.correction not in CORRECTIONS:
-            raise ValueError(f"MonitorConfig.correction must be one of {', '.join(CORRECTIONS)}, got {self.correction!r}")
+            raise ValueError(
+                f"MonitorConfig.correction must be one of {', '.join(CORRECTIONS)}, got {self.correction!r}"
+            )
         for name in ("min_shift_sd", "min_cohens_w", "min_mahalanobis", "min_mmd", "loss_margin"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"MonitorConfig.{name} must be > 0, got {name}={getattr(self, name)}")

@@ -56,7 +56,9 @@ class DriftReport:
                            "config": asdict(self.config)})  # fmt: skip
 
 
-def compare_profiles(reference: dict[str, Any], current: dict[str, Any], config: MonitorConfig | None = None) -> DriftReport:
+def compare_profiles(
+    reference: dict[str, Any], current: dict[str, Any], config: MonitorConfig | None = None
+) -> DriftReport:
     """Compare every feature present in both profiles; see the module docstring for the rules."""
     config = config or MonitorConfig()
     shared = [name for name in reference["features"] if name in current["features"]]
@@ -70,7 +72,8 @@ def compare_profiles(reference: dict[str, Any], current: dict[str, Any], config:
         raw.extend(_tests(name, ref, cur, config))
     adjusted = stats.CORRECTIONS[config.correction](np.array([row[1].p_value for row in raw]))
     features = tuple(
-        _verdict(name, result, min_effect, mde, float(p), config) for (name, result, min_effect, mde), p in zip(raw, adjusted, strict=True)
+        _verdict(name, result, min_effect, mde, float(p), config)
+        for (name, result, min_effect, mde), p in zip(raw, adjusted, strict=True)
     )
     worst = max((f.verdict for f in features), key=VERDICTS.index)
     return DriftReport(worst, features, config)
@@ -96,7 +99,9 @@ def _tests(name: str, ref: dict[str, Any], cur: dict[str, Any], config: MonitorC
         population = stats.psi(ref_rows.sum(0), cur_rows.sum(0))
         details = {**result.details, "jensen_shannon": js.statistic, "psi": population.statistic}
         dof = int(result.details["dof"])
-        mde = stats.mde_chi_square(result.n_reference, result.n_current, dof, alpha=config.alpha_fail, power=config.power)
+        mde = stats.mde_chi_square(
+            result.n_reference, result.n_current, dof, alpha=config.alpha_fail, power=config.power
+        )
         return [(name, replace(result, details=details), config.min_cohens_w, mde)]
     if kind == "embedding":
         x, y = np.asarray(ref["values"], float), np.asarray(cur["values"], float)
@@ -114,7 +119,9 @@ def _tests(name: str, ref: dict[str, Any], cur: dict[str, Any], config: MonitorC
     raise ValueError(f"feature {name!r} has unknown kind {kind!r}")
 
 
-def _category_rows(ref_rows: list[list[int]], cur_rows: list[list[int]], max_categories: int) -> tuple[np.ndarray, np.ndarray]:
+def _category_rows(
+    ref_rows: list[list[int]], cur_rows: list[list[int]], max_categories: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-example counts (n, K + 1) over the reference's ``max_categories`` most frequent ids + other."""
     ids, counts = np.unique(np.concatenate([np.asarray(r, dtype=np.int64) for r in ref_rows] + [np.zeros(0, np.int64)]),
                             return_counts=True)  # fmt: skip

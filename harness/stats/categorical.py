@@ -38,7 +38,9 @@ def chi_square(reference: np.ndarray, current: np.ndarray) -> TestResult:
     dof = max(table.shape[1] - 1, 1)
     total = float(table.sum())
     p_value = float(stats.chi2.sf(statistic, dof))
-    return TestResult("chi_square", statistic, float(np.sqrt(statistic / total)), p_value, int(x.sum()), int(y.sum()), {"dof": dof})
+    return TestResult(
+        "chi_square", statistic, float(np.sqrt(statistic / total)), p_value, int(x.sum()), int(y.sum()), {"dof": dof}
+    )
 
 
 def jensen_shannon(reference: np.ndarray, current: np.ndarray) -> TestResult:
@@ -57,7 +59,9 @@ def jensen_shannon(reference: np.ndarray, current: np.ndarray) -> TestResult:
     g_statistic = 2.0 * total * _js_divergence(p, q, x.sum() / total)
     dof = max(len(x) - 1, 1)
     p_value = float(stats.chi2.sf(g_statistic, dof))
-    return TestResult("jensen_shannon", distance, distance, p_value, int(x.sum()), int(y.sum()), {"g": g_statistic, "dof": dof})
+    return TestResult(
+        "jensen_shannon", distance, distance, p_value, int(x.sum()), int(y.sum()), {"g": g_statistic, "dof": dof}
+    )
 
 
 def _js_divergence(p: np.ndarray, q: np.ndarray, weight: float) -> float:

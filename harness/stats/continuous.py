@@ -22,9 +22,7 @@ def ks_test(reference: np.ndarray, current: np.ndarray) -> TestResult:
     return TestResult("ks", statistic, statistic, float(result.pvalue), len(x), len(y))
 
 
-def wasserstein(
-    reference: np.ndarray, current: np.ndarray, *, permutations: int = 200, seed: int = 0
-) -> TestResult:
+def wasserstein(reference: np.ndarray, current: np.ndarray, *, permutations: int = 200, seed: int = 0) -> TestResult:
     """First Wasserstein distance with a permutation p-value ``(k + 1) / (permutations + 1)``.
 
     The effect size is the distance divided by the pooled standard deviation (scale-free).
@@ -40,7 +38,9 @@ def wasserstein(
         null[i] = wasserstein_distance(shuffled[: len(x)], shuffled[len(x) :])
     scale = float(pooled.std()) or 1.0
     p_value = permutation_p_value(statistic, null)
-    return TestResult("wasserstein", statistic, statistic / scale, p_value, len(x), len(y), {"permutations": permutations})
+    return TestResult(
+        "wasserstein", statistic, statistic / scale, p_value, len(x), len(y), {"permutations": permutations}
+    )
 
 
 def wasserstein_distance(x: np.ndarray, y: np.ndarray) -> float:

@@ -91,7 +91,11 @@ def hotelling_from_moments(
     p_value = float(stats.f.sf(f_statistic, dim, n1 + n2 - dim - 1))
     # D^2 is biased upwards (by about d (1/n1 + 1/n2) under the null); this is its unbiased estimate
     unbiased = (n1 + n2 - dim - 3) / (n1 + n2 - 2) * mahalanobis_sq - dim * (1 / n1 + 1 / n2)
-    details = {"f": f_statistic, "dof": [dim, n1 + n2 - dim - 1], "mahalanobis_unbiased": float(np.sqrt(max(unbiased, 0.0)))}
+    details = {
+        "f": f_statistic,
+        "dof": [dim, n1 + n2 - dim - 1],
+        "mahalanobis_unbiased": float(np.sqrt(max(unbiased, 0.0))),
+    }
     return TestResult("hotelling_t2", t2, float(np.sqrt(mahalanobis_sq)), p_value, int(n1), int(n2), details)
 
 

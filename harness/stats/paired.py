@@ -67,7 +67,9 @@ def mcnemar(baseline_correct: np.ndarray, candidate_correct: np.ndarray) -> Test
     a = np.asarray(baseline_correct).astype(bool).ravel()
     c_ = np.asarray(candidate_correct).astype(bool).ravel()
     if a.shape != c_.shape or a.size == 0:
-        raise ValueError(f"baseline_correct and candidate_correct must be paired and non-empty, got {a.size} and {c_.size}")
+        raise ValueError(
+            f"baseline_correct and candidate_correct must be paired and non-empty, got {a.size} and {c_.size}"
+        )
     only_baseline = int(np.sum(a & ~c_))
     only_candidate = int(np.sum(~a & c_))
     discordant = only_baseline + only_candidate

@@ -38,9 +38,7 @@ def mde_paired_mean(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.
     return float((stats.norm.isf(alpha) + stats.norm.ppf(power)) * sd / math.sqrt(n))
 
 
-def mde_chi_square(
-    n_reference: int, n_current: int, dof: int, *, alpha: float = 0.05, power: float = 0.8
-) -> float:
+def mde_chi_square(n_reference: int, n_current: int, dof: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest Cohen's w the chi-square homogeneity test detects: noncentrality N w^2."""
     from scipy import optimize, stats
 
@@ -51,9 +49,7 @@ def mde_chi_square(
     return float(math.sqrt(noncentrality / (n_reference + n_current)))
 
 
-def mde_hotelling(
-    n_reference: int, n_current: int, dim: int, *, alpha: float = 0.05, power: float = 0.8
-) -> float:
+def mde_hotelling(n_reference: int, n_current: int, dim: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest Mahalanobis distance between means Hotelling's T^2 detects (noncentral F)."""
     from scipy import optimize, stats
 
@@ -66,9 +62,7 @@ def mde_hotelling(
     return float(math.sqrt(noncentrality * (n_reference + n_current) / (n_reference * n_current)))
 
 
-def hotelling_power(
-    n_reference: int, n_current: int, dim: int, mahalanobis: float, *, alpha: float = 0.05
-) -> float:
+def hotelling_power(n_reference: int, n_current: int, dim: int, mahalanobis: float, *, alpha: float = 0.05) -> float:
     """Power of Hotelling's T^2 against a mean shift of the given Mahalanobis distance."""
     from scipy import stats
 

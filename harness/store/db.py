@@ -229,9 +229,8 @@ class ExperimentDB:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
         self._pid = os.getpid()
-        self._connection = self._open()
+        self._connection: sqlite3.Connection | None = self._open()
 
     def __reduce__(self) -> tuple[type[ExperimentDB], tuple[Path]]:
         return (type(self), (self.path,))

@@ -109,7 +109,9 @@ class TrainingConfig:
 
             _choice("scheduler", self.scheduler, tuple(SCHEDULERS))
         if not isinstance(self.scheduler_kwargs, dict) or not all(isinstance(k, str) for k in self.scheduler_kwargs):
-            raise ConfigError(f"TrainingConfig.scheduler_kwargs must be a dict of str keys, got {self.scheduler_kwargs!r}")
+            raise ConfigError(
+                f"TrainingConfig.scheduler_kwargs must be a dict of str keys, got {self.scheduler_kwargs!r}"
+            )
         if self.scheduler is None and self.scheduler_kwargs:
             raise ConfigError(f"TrainingConfig.scheduler_kwargs={self.scheduler_kwargs!r} given without a scheduler")
         if isinstance(self.data, str) or not all(isinstance(path, str) for path in self.data):
@@ -143,7 +145,9 @@ class TrainingConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown TrainingConfig field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown TrainingConfig field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         values = dict(values)
         if "data" in values and isinstance(values["data"], list):
             values["data"] = tuple(values["data"])

@@ -84,9 +84,7 @@ def _token_ids(tokenizer_factory: Any, vocab_size: int, files: tuple[str, ...]) 
     if missing:
         raise ConfigError(f"TrainingConfig.data: file(s) not found: {', '.join(missing)}")
     datasets.disable_progress_bars()
-    lines = datasets.load_dataset(
-        "text", data_files=list(files), split="train", cache_dir=str(cache_dir("datasets"))
-    )
+    lines = datasets.load_dataset("text", data_files=list(files), split="train", cache_dir=str(cache_dir("datasets")))
     tokenizer = tokenizer_factory()
     text = "\n".join(line for line in lines["text"] if line.strip())
     ids = torch.tensor(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], dtype=torch.long)

@@ -97,8 +97,10 @@ def _fit(spec: ModelSpec, config: TrainingConfig, folder: Path, *, progress_bar:
     final = trainer.validate(module, val_loader, verbose=False)[0]["val_loss"]
     trainer.save_checkpoint(folder / CHECKPOINT_FILE)
     history = [{"step": 0, "val_loss": float(initial)}, *module.history]
-    return module, {"history": history, "metrics": _final_metrics(history, float(final), float(initial))}, (
-        data.source if trainer.is_global_zero else ""
+    return (
+        module,
+        {"history": history, "metrics": _final_metrics(history, float(final), float(initial))},
+        (data.source if trainer.is_global_zero else ""),
     )
 
 
@@ -152,7 +154,9 @@ def train(
             model = module.model
             if not module.trainer.is_global_zero:
                 shutil.rmtree(scratch, ignore_errors=True)
-                return TrainedRun("", folder / CHECKPOINT_FILE, result["history"], result["metrics"], key, "", model=model)
+                return TrainedRun(
+                    "", folder / CHECKPOINT_FILE, result["history"], result["metrics"], key, "", model=model
+                )
             stored = {
                 "config_hash": key,
                 "config": config.to_dict(),
@@ -211,7 +215,9 @@ class SweepSummary:
             for rank, run in enumerate(self.ranked[:top], start=1)
         ]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows])
+        return "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]
+        )
 
 
 def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -219,7 +225,9 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     known = {f.name for f in fields(TrainingConfig)}
     for key, values in grid.items():
         if key not in known:
-            raise ConfigError(f"sweep grid key {key!r} is not a TrainingConfig field; known: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"sweep grid key {key!r} is not a TrainingConfig field; known: {', '.join(sorted(known))}"
+            )
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
             raise ConfigError(f"sweep grid[{key!r}] must be a non-empty list of values, got {values!r}")
     return [dict(zip(grid, combination, strict=True)) for combination in itertools.product(*grid.values())]
