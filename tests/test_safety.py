@@ -68,16 +68,11 @@ def test_the_reference_models_and_the_test_models_pass_the_scan():
     assert scan_paths([REPO / "models", REPO / "tests" / "user_models"]) == []
 
 
-def test_the_error_lists_every_finding_and_the_override():
+def test_the_error_lists_every_finding_and_the_override(tmp_path):
+    file = tmp_path / "unsafe.py"
+    file.write_text("import os\neval('1')\nos.system('x')\n")
     with pytest.raises(UnsafeModelCode) as raised:
-        check_paths(
-            [
-                _write(
-                    Path(os.environ.get("TMPDIR", "/tmp")) / "harness_unsafe_case.py",
-                    "import os\neval('1')\nos.system('x')\n",
-                )
-            ]
-        )
+        check_paths([file])
     message = str(raised.value)
     assert ":2: eval()" in message and ":3: os.system" in message
     assert "--trust-model-code" in message

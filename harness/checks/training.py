@@ -232,8 +232,10 @@ def check_gradient_accumulation(spec: ModelSpec, model: torch.nn.Module, *, opti
 def check_resume_equivalence(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
     """Training N steps, saving, resuming and training N more ends with the weights of 2N uninterrupted steps."""
     n = RESUME_STEPS
-    batch_size = 2
-    rows = _batch(spec, options, n * batch_size)  # one epoch is exactly N steps
+    batch_size = options.batch_size
+    # one batch per epoch: Lightning restarts an interrupted epoch's (non-stateful) loader from its first
+    # batch, so with several batches the resumed run would see another data order than the straight one
+    rows = _batch(spec, options, batch_size)
     schedule = {"total_steps": 2 * n, "warmup_steps": 1, "min_lr_ratio": 0.1}
     config = _config(
         spec, batch_size=batch_size, seed=options.seed, scheduler="cosine-warmup", scheduler_kwargs=schedule

