@@ -188,6 +188,20 @@ def command_perf(args: argparse.Namespace) -> int:
     return 1 if violations else 0
 
 
+def command_report(args: argparse.Namespace) -> int:
+    """Render RUN_DIR/report.json to RUN_DIR/report.html."""
+    from harness.report.html import write_html
+
+    report = Path(args.run_dir) / "report.json"
+    if not report.is_file():
+        raise CliError(f"{report} does not exist (give the folder a run wrote, e.g. reports/<run-id>)")
+    try:
+        print(write_html(report))
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Validate ML models with pytest suites in five tiers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -221,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--plot", help="write throughput and memory plots to this PNG")
     perf.add_argument("--json", action="store_true", help="print JSON instead of a table")
     perf.set_defaults(handler=command_perf)
+
+    report = commands.add_parser("report", help="render RUN_DIR/report.json as a one-file HTML page")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. reports/<run-id>")
+    report.set_defaults(handler=command_report)
 
     models = commands.add_parser("models", help="list the reference zoo and what each model supports")
     models.set_defaults(handler=command_models)

@@ -8,6 +8,7 @@ maintained libraries: BLEU from sacrebleu, ROUGE from rouge-score.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +88,7 @@ class Evaluation:
     accuracy: float  # token accuracy (teacher forcing, prompts excluded) or classification accuracy
     n_examples: int
     n_tokens: int  # scored tokens (examples for classifiers)
+    data_hash: str  # fingerprint of the eval set's inputs and labels (paired comparisons need the same one)
     example_loss: tuple[float, ...] = field(repr=False)  # per-example mean NLL over its scored tokens
     example_tokens: tuple[int, ...] = field(repr=False)  # per-example scored tokens (1 for classifiers)
     example_correct: tuple[float, ...] = field(repr=False)  # per-example share of correct tokens / 0 or 1
@@ -100,6 +102,7 @@ class Evaluation:
             "accuracy": self.accuracy,
             "n_examples": self.n_examples,
             "n_tokens": self.n_tokens,
+            "data_hash": self.data_hash,
         }
         if per_example:
             row |= {"example_loss": list(self.example_loss), "example_tokens": list(self.example_tokens)}
@@ -115,7 +118,10 @@ def evaluate(spec: ModelSpec, model: torch.nn.Module, batches: Iterable[Batch]) 
     adapter = adapter_for(spec)
     model.eval()
     nll, tokens, correct = [], [], []
+    fingerprint = hashlib.sha256()
     for batch in batches:
+        for key in sorted(batch):
+            fingerprint.update(key.encode() + batch[key].detach().cpu().contiguous().numpy().tobytes())
         inputs = {key: value for key, value in batch.items() if key != "prompt_lengths"}
         logits = adapter.forward(spec, model, inputs)
         if spec.task == "image-classification":
@@ -151,6 +157,7 @@ def evaluate(spec: ModelSpec, model: torch.nn.Module, batches: Iterable[Batch]) 
         accuracy=float(correct_all.sum() / n_tokens),
         n_examples=int(scored.sum()),
         n_tokens=n_tokens,
+        data_hash=fingerprint.hexdigest()[:16],
         example_loss=tuple((nll_all / tokens_all).tolist()),
         example_tokens=tuple(tokens_all.astype(int).tolist()),
         example_correct=tuple((correct_all / tokens_all).tolist()),
@@ -251,11 +258,20 @@ def _collate(spec: ModelSpec, rows: list[tuple[list[int], list[int] | None]]) ->
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
-def digit_batches(*, start: float = 0.0, stop: float = 1.0, batch_size: int = 64) -> list[Batch]:
-    """The scikit-learn digits between the ``start`` and ``stop`` fractions, as image batches."""
+def digit_batches(
+    *, start: float = 0.0, stop: float = 1.0, batch_size: int = 64, shuffle_seed: int | None = None
+) -> list[Batch]:
+    """The scikit-learn digits between the ``start`` and ``stop`` fractions, as image batches.
+
+    The data set is ordered by writer groups; ``shuffle_seed`` permutes it first (seeded) so that
+    two ranges are draws of one distribution.
+    """
     from harness.data import digits
 
     images, labels = digits()
+    if shuffle_seed is not None:
+        order = torch.from_numpy(np.random.default_rng(shuffle_seed).permutation(len(images)))
+        images, labels = images[order], labels[order]
     first, last = int(start * len(images)), int(stop * len(images))
     return [
         {"pixel_values": images[i : min(i + batch_size, last)], "labels": labels[i : min(i + batch_size, last)]}

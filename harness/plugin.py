@@ -200,6 +200,9 @@ class HarnessSession:
             report["model_sources"] = PROVENANCE  # SHA-256 and git commit of model code loaded from paths
         self.config.hook.pytest_harness_report(report=report, config=self.config)
         write_report(report, self.report_path)
+        from harness.report.html import write_html
+
+        write_html(self.report_path)
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -208,7 +211,10 @@ class HarnessSession:
             for row in self.rows.values():
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
             summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-            terminalreporter.write_line(f"harness: {len(self.rows)} checks ({summary}); report: {self.report_path}")
+            terminalreporter.write_line(
+                f"harness: {len(self.rows)} checks ({summary}); report: {self.report_path} "
+                f"(and {self.report_path.with_name('report.html').name})"
+            )
 
 
 def _error_row(test_id: str, case: dict[str, Any], failure: str, seed: int) -> dict[str, Any]:

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.spec import Capabilities, InputSpace, ModelSpec
+from harness.training.recipe import TrainingRecipe
 from harness.training.loss_modifiers import (
     EntropyWeighting,
     LabelSmoothing,
@@ -498,6 +499,35 @@ def add_unfrozen_parameters(optimizer: torch.optim.Optimizer, model: nn.Module) 
     return tuple(added)
 
 
+# Training recipe: the model's own optimizer and freeze/unfreeze, which Tier 3 checks exercise.
+
+
+def recipe_optimizer(model: nn.Module, config: Any) -> torch.optim.AdamW:
+    """:func:`configure_optimizers` at a TrainingConfig's learning rate and weight decay."""
+    return configure_optimizers(model, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def recipe_freeze(model: MultiModeGPT) -> None:
+    model.freeze_transformer()
+
+
+def recipe_unfreeze(model: MultiModeGPT) -> None:
+    model.unfreeze_transformer()
+
+
+def training_recipe(mode: str) -> TrainingRecipe:
+    """The recipe of a mode; the language model has no head outside its body (it is tied to
+    ``transformer.wte``), so it leaves freeze/unfreeze to the harness default."""
+    own_freeze = mode != "language-model"
+    return TrainingRecipe(
+        configure_optimizers=recipe_optimizer,
+        freeze=recipe_freeze if own_freeze else None,
+        unfreeze=recipe_unfreeze if own_freeze else None,
+        add_unfrozen=add_unfrozen_parameters,
+        name=f"multimode-gpt {mode}",
+    )
+
+
 # Specs.
 
 
@@ -530,6 +560,7 @@ def build_spec(
         capabilities=Capabilities(
             is_causal=mode == "language-model", has_attention_mask=True, returns_attentions=True
         ),
+        recipe=training_recipe(mode),
         description=f"nanoGPT-style multi-mode transformer, {mode} mode, {size} (layers x heads x dims), "
         f"vocab {config.vocab_size}, context {config.block_size}",
     )
@@ -557,4 +588,5 @@ __all__ = [
     "build_spec",
     "configure_optimizers",
     "read_state_dict",
+    "training_recipe",
 ]

@@ -59,8 +59,8 @@ def test_gate_warns_when_significantly_worse_within_the_margin():
 
 def test_gate_is_inconclusive_on_a_sample_too_small_to_tell():
     rng = np.random.default_rng(2)
-    baseline = rng.normal(3.0, 0.5, size=6)
-    result = gate_losses(baseline, baseline + rng.normal(0.0, 0.5, size=6))
+    baseline = rng.normal(3.0, 0.5, size=40)
+    result = gate_losses(baseline, baseline + rng.normal(0.0, 0.5, size=40))
     assert result.verdict == "inconclusive" and result.mde > result.margin
 
 
@@ -84,13 +84,13 @@ def test_gate_on_real_text(gpt2):
     batches = text_batches(spec, text_examples()[:128], batch_size=32, max_length=32)
     baseline = evaluate(spec, model, batches)
     assert regression_gate(baseline, evaluate(spec, copy.deepcopy(model), batches)).verdict == "ok"
-    candidate = evaluate(spec, _degraded(model, 1.0), batches)
+    candidate = evaluate(spec, _degraded(model, 2.0), batches)
     true_degradation = candidate.loss - baseline.loss
     config = MonitorConfig(loss_margin=0.05)
     assert true_degradation > config.loss_margin
     assert regression_gate(baseline, candidate, config).verdict == "fail"
     few = text_batches(spec, text_examples()[:3], batch_size=3, max_length=32)
-    small = regression_gate(evaluate(spec, model, few), evaluate(spec, _degraded(model, 0.2), few), config)
+    small = regression_gate(evaluate(spec, model, few), evaluate(spec, _degraded(model, 2.0), few), config)
     assert small.verdict == "inconclusive", small
 
 
@@ -228,10 +228,10 @@ def test_monitor_cli_exit_codes(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_profile_parser(parser.add_subparsers())
     out = tmp_path / "ref.json"
-    args = parser.parse_args(["profile", "--model", "cnn-digits", "--data", "digits", "--stop", "0.3", "--out", str(out)])
+    args = parser.parse_args(["profile", "--model", "cnn-digits", "--data", "digits", "--stop", "0.5", "--shuffle", "--out", str(out)])
     assert args.handler(args) == 0
     capsys.readouterr()
-    data = {"source": "digits", "start": 0.5, "stop": 0.8}
+    data = {"source": "digits", "start": 0.5, "stop": 1.0, "shuffle": True}
     status, printed = _monitor(tmp_path, {"mode": "drift", "model": "cnn-digits", "reference": str(out), "data": data}, capsys)
     assert status == 0 and json.loads(printed)["verdict"] != "fail"
     shifted = json.loads(out.read_text())

@@ -43,7 +43,7 @@ class DataConfig:
     start: float = 0.0  # fraction of the data set where the examples start
     stop: float = 1.0  # fraction where they stop
     limit: int | None = None  # at most this many examples
-    shuffle: bool = False  # seeded shuffle of the paragraphs before the start/stop cut
+    shuffle: bool = False  # seeded shuffle of the examples (paragraphs or digits) before the start/stop cut
     batch_size: int = 16  # examples per forward
 
     def __post_init__(self) -> None:
@@ -60,7 +60,8 @@ def load_examples(spec: Any, data: DataConfig, *, seed: int = 0) -> tuple[list[A
     if data.source == "digits":
         if spec.task != "image-classification":
             raise MonitorUsageError(f"data source 'digits' needs an image classifier, {spec.name} is {spec.task}")
-        batches = digit_batches(start=data.start, stop=data.stop, batch_size=data.batch_size)
+        shuffle_seed = seed if data.shuffle else None
+        batches = digit_batches(start=data.start, stop=data.stop, batch_size=data.batch_size, shuffle_seed=shuffle_seed)
         if data.limit is not None:
             batches = _limit_batches(batches, data.limit)
         return batches, None
@@ -253,7 +254,7 @@ def add_profile_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--start", type=float, default=0.0, help="fraction of the data where examples start")
     parser.add_argument("--stop", type=float, default=1.0, help="fraction of the data where examples stop")
     parser.add_argument("--limit", type=int, default=None, help="at most this many examples")
-    parser.add_argument("--shuffle", action="store_true", help="seeded shuffle of the texts before the cut")
+    parser.add_argument("--shuffle", action="store_true", help="seeded shuffle of the examples before the cut")
     parser.add_argument("--embedding", default="model", choices=("model", "minilm"), help="embedding source")
     parser.add_argument("--max-embeddings", type=int, default=500, help="embeddings kept (a seeded sample)")
     parser.add_argument("--seed", type=int, default=0, help="seed of shuffling and sampling (default 0)")

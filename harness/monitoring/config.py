@@ -28,6 +28,7 @@ class MonitorConfig:
     max_embedding_dims: int = 32  # embeddings are projected on this many pooled principal axes for Hotelling
     max_embeddings: int = 500  # embeddings kept in a profile (a seeded sample)
     permutations: int = 200  # permutations of the MMD and per-example chi-square tests
+    min_examples: int = 30  # gate: below this many examples the bootstrap bound is unreliable -> inconclusive
     loss_margin: float = 0.05  # gate: allowed degradation of the per-example mean loss (nats per token)
     confidence: float = 0.95  # gate: one-sided confidence of the bound on the degradation
     resamples: int = 2000  # gate: paired bootstrap resamples
@@ -49,7 +50,14 @@ class MonitorConfig:
         for name in ("min_shift_sd", "min_cohens_w", "min_mahalanobis", "min_mmd", "loss_margin"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"MonitorConfig.{name} must be > 0, got {name}={getattr(self, name)}")
-        for name in ("max_categories", "max_embedding_dims", "max_embeddings", "permutations", "resamples"):
+        for name in (
+            "min_examples",
+            "max_categories",
+            "max_embedding_dims",
+            "max_embeddings",
+            "permutations",
+            "resamples",
+        ):
             if getattr(self, name) < 2:
                 raise ValueError(f"MonitorConfig.{name} must be >= 2, got {name}={getattr(self, name)}")
 

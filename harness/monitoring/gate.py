@@ -6,7 +6,8 @@ at ``confidence``. Verdicts, with margin M:
 
 - ``ok``: U <= M (non-inferiority shown); ``warn`` if also the lower bound > 0 (worse, within margin)
 - ``fail``: U > M and the sample could have shown non-inferiority (MDE <= M), or the lower bound > M
-- ``inconclusive``: U > M but the sample's MDE exceeds M: too small to tell
+- ``inconclusive``: U > M but the sample's MDE exceeds M, or fewer than ``min_examples`` examples
+  (where percentile bootstrap bounds are too narrow to trust) and not shown non-inferior: too small to tell
 
 A moved point estimate alone never fails the gate.
 """
@@ -46,7 +47,7 @@ class GateResult:
 def regression_gate(baseline: Evaluation, candidate: Evaluation, config: MonitorConfig | None = None) -> GateResult:
     """Gate ``candidate`` against ``baseline`` (both evaluated on the same examples)."""
     config = config or MonitorConfig()
-    if baseline.example_tokens != candidate.example_tokens:
+    if baseline.data_hash != candidate.data_hash:
         raise ValueError(
             f"baseline ({baseline.n_examples} examples, {baseline.n_tokens} tokens) and candidate "
             f"({candidate.n_examples} examples, {candidate.n_tokens} tokens) were not evaluated on the same eval set"
@@ -77,6 +78,8 @@ def gate_losses(
     margin = config.loss_margin
     if upper <= margin:
         verdict = "warn" if lower > 0 else "ok"
+    elif result.n_reference < config.min_examples:
+        verdict = "inconclusive"
     elif lower > margin or mde <= margin:
         verdict = "fail"
     else:

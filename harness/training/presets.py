@@ -32,7 +32,7 @@ class EvalConfig:
 
 
 def _fast_dev() -> tuple[TrainingConfig, TaskConfig, EvalConfig]:
-    training = TrainingConfig(max_steps=150, batch_size=16, learning_rate=3e-3, max_rows=2048, validation_batches=8)
+    training = TrainingConfig(max_steps=200, batch_size=16, learning_rate=1e-2, max_rows=4096, validation_batches=8)
     return training, TaskConfig(), EvalConfig(validation_batches=8)
 
 
