@@ -7,10 +7,12 @@ harness models
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.config import RunConfig
 from harness.report import new_run_id
 
 TIERS = range(1, 6)
@@ -54,26 +56,56 @@ def parse_tiers(text: str | None) -> list[int]:
     return sorted(tiers)
 
 
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The run's settings: the --config file (if any), then every flag given on the command line on top."""
+    from harness.config import ConfigError, load_run_config
+
+    try:
+        config = load_run_config(args.config) if args.config else RunConfig()
+    except ConfigError as error:
+        raise CliError(str(error)) from None
+    overrides = {
+        "tiers": args.tier,
+        "models": tuple(args.model) or None,
+        "workers": args.workers,
+        "seed": args.seed,
+        "report_dir": args.report_dir,
+        "run_id": args.run_id,
+        "hypothesis_profile": args.hypothesis_profile,
+        "trust_model_code": args.trust_model_code or None,
+        "pytest_args": tuple(args.pytest_args) or None,
+    }
+    return dataclasses.replace(config, **{key: value for key, value in overrides.items() if value is not None})
+
+
 def pytest_arguments(args: argparse.Namespace) -> list[str]:
     """The pytest command line that ``harness run`` stands for."""
+    from harness.config import tier4_deselection
+
+    config = run_config(args)
     suites = suites_dir()
-    requested = parse_tiers(args.tier)
+    requested = parse_tiers(config.tiers)
     paths = [str(suites / f"tier{tier}") for tier in requested if (suites / f"tier{tier}").is_dir()]
     if not paths:
         present = sorted(p.name for p in suites.glob("tier*") if p.is_dir())
-        raise CliError(f"no suite for tier {args.tier}; present: {', '.join(present)}")
-    run_id = args.run_id or new_run_id()
-    folder = Path(args.report_dir) / run_id
+        raise CliError(f"no suite for tier {config.tiers}; present: {', '.join(present)}")
+    run_id = config.run_id or new_run_id()
+    folder = Path(config.report_dir) / run_id
     command = [*paths, "--junitxml", str(folder / "junit.xml"), "--harness-run-id", run_id]
-    command += ["--harness-report-dir", args.report_dir, "--harness-seed", str(args.seed)]
-    command += ["--hypothesis-profile", args.hypothesis_profile, "-p", "no:cacheprovider"]
-    for model in args.model:
+    command += ["--harness-report-dir", config.report_dir, "--harness-seed", str(config.seed)]
+    command += ["--hypothesis-profile", config.hypothesis_profile, "-p", "no:cacheprovider"]
+    for model in config.models:
         command += ["--model", model]
-    if args.trust_model_code:
+    if config.trust_model_code:
         command.append("--trust-model-code")
-    if args.workers != "0":
-        command += ["-n", args.workers]
-    return command + list(args.pytest_args)
+    if config.export.export_dir:
+        command += ["--harness-artifacts-dir", config.export.export_dir]
+    deselected = tier4_deselection(config.export) if 4 in requested else []
+    if deselected:
+        command += ["-k", "not (" + " or ".join(deselected) + ")"]
+    if config.workers != "0":
+        command += ["-n", config.workers]
+    return command + list(config.pytest_args)
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -207,14 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run tiers on models (a thin layer over pytest)")
-    run.add_argument("--tier", default=None, help="tiers to run: 1, 1-3 or 1,4 (default: every tier present)")
-    run.add_argument("--model", action="append", default=[], help="zoo name or module:attribute (repeatable)")
-    run.add_argument("--trust-model-code", action="store_true", help="skip the safety scan of model files")
-    run.add_argument("--workers", default="0", help="pytest-xdist workers: a number or 'auto' (default: 0, serial)")
-    run.add_argument("--report-dir", default="reports", help="where RUN_ID/report.json and junit.xml go")
-    run.add_argument("--run-id", default=None, help="run id (default: UTC time + random suffix)")
-    run.add_argument("--seed", type=_seed, default=0, help="seed of generated check inputs (default: 0)")
-    run.add_argument("--hypothesis-profile", default="ci", choices=("dev", "ci", "nightly"), help="default: ci")
+    run.add_argument("--config", help="a JSON or TOML run config (see harness/config.py); flags override it")
+    run.add_argument("--tier", "--tiers", dest="tier", help="tiers to run: 1, 1-3 or 1,4 (default: every tier present)")
+    run.add_argument(
+        "--model", action="append", default=[], help="zoo name, module:attribute or path.py:attribute (repeatable)"
+    )
+    run.add_argument(
+        "--trust-model-code", action="store_true", default=None, help="skip the safety scan of model files"
+    )
+    run.add_argument("--workers", help="pytest-xdist workers: a number or 'auto' (default: 0, serial)")
+    run.add_argument("--report-dir", help="where RUN_ID/report.json, junit.xml and report.html go (default: reports)")
+    run.add_argument("--run-id", help="run id (default: UTC time + random suffix)")
+    run.add_argument("--seed", type=_seed, help="seed of generated check inputs (default: 0)")
+    run.add_argument("--hypothesis-profile", choices=("dev", "ci", "nightly"), help="default: ci")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     run.set_defaults(handler=command_run)
 

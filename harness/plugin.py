@@ -84,6 +84,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--harness-seed", default="0", metavar="INT", help="seed of every generated check input. Default: 0"
     )
+    group.addoption(
+        "--harness-artifacts-dir",
+        default=None,
+        metavar="DIR",
+        help="where exports are written (default: exports/ beside report.json)",
+    )
 
 
 class HarnessSession:
@@ -147,7 +153,8 @@ class HarnessSession:
     def options(self) -> CheckOptions:
         from harness.checks import CheckOptions
 
-        return CheckOptions(seed=self.seed, artifacts_dir=str(self.report_path.parent / "exports"))
+        artifacts = self.config.getoption("harness_artifacts_dir") or self.report_path.parent / "exports"
+        return CheckOptions(seed=self.seed, artifacts_dir=str(artifacts))
 
     def cases(self, tier: int) -> list[Any]:
         from harness.checks import CHECKS, applicable_checks

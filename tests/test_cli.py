@@ -181,7 +181,7 @@ def test_harness_run_writes_report_and_junit_under_report_dir_run_id(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("harness: pytest ")
-    assert sorted(p.name for p in (reports / "X").iterdir()) == ["junit.xml", "report.json"]
+    assert sorted(p.name for p in (reports / "X").iterdir()) == ["junit.xml", "report.html", "report.json"]
     report = json.loads((reports / "X" / "report.json").read_text())
     assert report["run_id"] == "X"
     assert report["environment"]["hypothesis_profile"] == "ci"
@@ -196,3 +196,82 @@ def test_harness_run_passes_pytest_usage_errors_through(tmp_path):
     assert done.returncode == 4
     assert "unknown model 'nope'" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+# Run configs (harness run --config FILE): our shape, the notebook-style shape, and clear errors.
+
+
+def _config(tmp_path, data, suffix=".json"):
+    path = tmp_path / f"run{suffix}"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def test_a_json_config_becomes_the_pytest_command(tmp_path):
+    config = {"tiers": "1,4", "models": ["cnn-digits"], "workers": 2, "seed": 7, "report_dir": str(tmp_path),
+              "run_id": "cfg", "export": {"formats": ["onnx"], "quantization": "none"}}  # fmt: skip
+    command = _arguments("--config", _config(tmp_path, config))
+    assert command[command.index("--model") + 1] == "cnn-digits"
+    assert command[command.index("--harness-seed") + 1] == "7"
+    assert command[command.index("-n") + 1] == "2"
+    assert command[command.index("--junitxml") + 1] == str(tmp_path / "cfg" / "junit.xml")
+    deselect = command[command.index("-k") + 1]
+    assert "torchscript_parity" in deselect and "onnx_int8_parity" in deselect and "onnx_parity " not in deselect
+
+
+def test_command_line_flags_override_the_config(tmp_path):
+    command = _arguments(
+        "--config", _config(tmp_path, {"seed": 7, "models": ["gpt2-tiny"]}), "--seed", "3", "--model", "cnn-digits"
+    )
+    assert command[command.index("--harness-seed") + 1] == "3"
+    assert command.count("--model") == 1 and "cnn-digits" in command
+
+
+def test_a_toml_config_is_read(tmp_path):
+    command = _arguments("--config", _config(tmp_path, 'tiers = "1"\nmodels = ["cnn-digits"]\n', ".toml"))
+    assert any(part.endswith("tier1") for part in command) and "cnn-digits" in command
+
+
+@pytest.mark.parametrize("tier", [4, "4"])
+def test_the_notebook_shape_maps_onto_ours_with_int_or_string_tier(tmp_path, tier):
+    legacy = {"task_name": "gpt2-tiny", "tier": tier, "export": {"formats": ["onnx", "torchscript"], "quantization": "int8",
+              "export_dir": str(tmp_path / "exp")}, "eval": {"dataset_id": "wikitext", "split": "validation",
+              "max_eval_examples": 100, "batch_size": 4}, "baseline_run_id": "r1", "reference_profile_id": "p1",
+              "db_path": "x.db"}  # fmt: skip
+    from harness.config import load_run_config
+
+    config = load_run_config(_config(tmp_path, legacy))
+    assert config.tiers == "4" and config.models == ("gpt2-tiny",) and config.eval.dataset == "wikitext"
+    command = _arguments("--config", _config(tmp_path, legacy))
+    assert command[command.index("--harness-artifacts-dir") + 1] == str(tmp_path / "exp")
+    assert any(part.endswith("tier4") for part in command) and "-k" not in command
+
+
+@pytest.mark.parametrize(
+    "data, named",
+    [
+        ({"tierz": 1}, "unknown key 'tierz'; allowed keys: tiers"),
+        ({"tiers": "0-9"}, "'tiers' must name tiers 1-5"),
+        ({"tier": 1, "tiers": 1}, "either 'tier' or 'tiers'"),
+        ({"workers": -1}, "'workers' must be an integer >= 0 or 'auto'"),
+        ({"export": {"formats": ["pdf"]}}, "'export.formats' must be a non-empty subset of torchscript, onnx"),
+        ({"export": {"quantisation": "int8"}}, "unknown key 'export.quantisation'; allowed: formats, quantization"),
+        ({"eval": {"batch_size": 0}}, "'eval.batch_size' must be a positive integer"),
+        ({"hypothesis_profile": "fast"}, "'hypothesis_profile' must be one of dev, ci, nightly"),
+        ([1, 2], "must be an object/table"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_bad_configs_are_one_clear_line_and_exit_2(tmp_path, capsys, data, named):
+    with pytest.raises(SystemExit) as raised:
+        main(["run", "--config", _config(tmp_path, data)])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert named in error and "Traceback" not in error
+
+
+def test_a_missing_config_file_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["run", "--config", str(tmp_path / "nope.json")])
+    assert raised.value.code == 2
+    assert "cannot read the config file" in capsys.readouterr().err

@@ -83,7 +83,9 @@ def test_classification_accuracy_and_loss():
     assert correct.tolist() == [True, False, True]
     assert nll[1] == pytest.approx(-math.log(math.exp(0) / (1 + math.e)))
     spec = image_spec()
-    result = evaluate(spec, spec.build_model(), [{"pixel_values": torch.randn(6, 1, 8, 8), "labels": torch.arange(6) % 5}])
+    result = evaluate(
+        spec, spec.build_model(), [{"pixel_values": torch.randn(6, 1, 8, 8), "labels": torch.arange(6) % 5}]
+    )
     assert result.perplexity is None and result.n_examples == 6 and 0 <= result.accuracy <= 1
 
 

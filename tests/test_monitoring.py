@@ -75,7 +75,9 @@ def _degraded(model: nn.Module, scale: float) -> nn.Module:
     """The model with noise added to its final layer-norm bias (a worse candidate)."""
     worse = copy.deepcopy(model)
     with torch.no_grad():
-        worse.transformer.ln_f.bias.add_(scale * torch.randn(worse.transformer.ln_f.bias.shape, generator=torch.Generator().manual_seed(0)))
+        worse.transformer.ln_f.bias.add_(
+            scale * torch.randn(worse.transformer.ln_f.bias.shape, generator=torch.Generator().manual_seed(0))
+        )
     return worse
 
 
@@ -228,11 +230,15 @@ def test_monitor_cli_exit_codes(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_profile_parser(parser.add_subparsers())
     out = tmp_path / "ref.json"
-    args = parser.parse_args(["profile", "--model", "cnn-digits", "--data", "digits", "--stop", "0.5", "--shuffle", "--out", str(out)])
+    args = parser.parse_args(
+        ["profile", "--model", "cnn-digits", "--data", "digits", "--stop", "0.5", "--shuffle", "--out", str(out)]
+    )
     assert args.handler(args) == 0
     capsys.readouterr()
     data = {"source": "digits", "start": 0.5, "stop": 1.0, "shuffle": True}
-    status, printed = _monitor(tmp_path, {"mode": "drift", "model": "cnn-digits", "reference": str(out), "data": data}, capsys)
+    status, printed = _monitor(
+        tmp_path, {"mode": "drift", "model": "cnn-digits", "reference": str(out), "data": data}, capsys
+    )
     assert status == 0 and json.loads(printed)["verdict"] != "fail"
     shifted = json.loads(out.read_text())
     shifted["features"]["output_entropy"]["values"] = [v + 5.0 for v in shifted["features"]["output_entropy"]["values"]]
@@ -269,7 +275,9 @@ class DefectiveLM(nn.Module):
             logits = logits * (1.0 + 0.5 * self.calls)  # (B, T, V)
         output = {"logits": logits}
         if labels is not None:
-            nll = nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")  # (B, T-1)
+            nll = nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none"
+            )  # (B, T-1)
             keep = (labels[:, 1:] != -100).float()  # (B, T-1)
             if self.defect == "per_row_loss":
                 output["loss"] = ((nll * keep).sum(1) / keep.sum(1)).mean()

@@ -55,7 +55,12 @@ class TrainedRun:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, *, processes: int) -> Iterator[None]:
+    """An exclusive file lock for a single-process run (the ranks of a multi-process run all call train(),
+    and rank 0 waits for the others inside the fit: only the atomic rename guards those)."""
+    if processes > 1:
+        yield
+        return
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -143,7 +148,7 @@ def train(
     root = cache_dir("runs")
     folder = root / key
     extra = {"sweep_id": sweep_id, "params": dict(params) if params else None, "name": name}
-    with _locked(root / f"{key}.lock"):
+    with _locked(root / f"{key}.lock", processes=config.devices * config.num_nodes):
         model = None
         if (folder / RUN_FILE).exists():
             stored = json.loads((folder / RUN_FILE).read_text())
@@ -166,7 +171,10 @@ def train(
                 **result,
             }
             (scratch / RUN_FILE).write_text(json.dumps(stored, indent=1))
-            os.replace(scratch, folder)
+            try:
+                os.replace(scratch, folder)
+            except OSError:  # another process stored the same run first: keep theirs
+                shutil.rmtree(scratch, ignore_errors=True)
             cached = False
     run_id = _record(db, spec, config, stored, {**extra, "cached": cached}) if db is not None else f"run-{key}"
     return TrainedRun(

@@ -92,6 +92,7 @@ def make_trainer(
     if not progress_bar:  # quiet: no "GPU available" / "max_steps reached" chatter
         for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*validation_step.* but have no `val_dataloader`")
     resolved = plan(config)
     steps = max_steps if max_steps is not None else config.max_steps
     every = config.validate_every if validate_every is None else validate_every

@@ -1,0 +1,208 @@
+"""Run configuration files for ``harness run --config FILE`` (JSON or TOML), validated with messages
+that name the bad key and the allowed values.
+
+Our shape (every key optional)::
+
+    {"tiers": "1-5", "models": ["gpt2-tiny", "mypkg.models:build"], "workers": 2, "seed": 0,
+     "report_dir": "reports", "run_id": null, "hypothesis_profile": "ci", "trust_model_code": false,
+     "export": {"formats": ["onnx", "torchscript"], "quantization": "int8", "export_dir": "exports"},
+     "eval": {"dataset": "data/valid.txt", "split": "validation", "max_eval_examples": 512, "batch_size": 8},
+     "baseline_run_id": null, "reference_profile_id": null, "db_path": null, "pytest_args": []}
+
+The notebook-style shape teams migrate from is accepted too: ``tier`` (an integer or a string such as
+``"4"`` or ``"1-3"``) for ``tiers``, ``task_name`` (a zoo model) for ``models``, and ``eval.dataset_id``
+for ``eval.dataset``; everything else has the same name.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TIER_FORMATS = {
+    "torchscript": ("torchscript_parity", "torchscript_script_parity"),
+    "onnx": ("onnx_parity", "onnx_optimized_parity"),
+}
+QUANTIZATIONS = ("none", "int8", "dynamic")
+PROFILES = ("dev", "ci", "nightly")
+KEYS = ("tiers", "models", "workers", "seed", "report_dir", "run_id", "hypothesis_profile", "trust_model_code",
+        "export", "eval", "baseline_run_id", "reference_profile_id", "db_path", "pytest_args")  # fmt: skip
+LEGACY_KEYS = {"tier": "tiers", "task_name": "models"}
+EXPORT_KEYS = ("formats", "quantization", "export_dir")
+EVAL_KEYS = ("dataset", "split", "max_eval_examples", "batch_size")
+LEGACY_EVAL_KEYS = {"dataset_id": "dataset"}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file, the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    formats: tuple[str, ...] = ("torchscript", "onnx")  # export formats whose parity Tier 4 checks
+    quantization: str = "int8"  # "int8"/"dynamic": also check the int8 ONNX; "none": skip it
+    export_dir: str | None = None  # where exports are written (default: the run's report folder)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    dataset: str | None = None  # a local text file to evaluate on (default: the built-in reference text)
+    split: str = "validation"  # recorded with the results
+    max_eval_examples: int | None = None  # cap on evaluated examples
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    tiers: str = "1-5"  # tier numbers: "1", "1-3", "1,4"
+    models: tuple[str, ...] = ()  # zoo names or selectors; empty: the whole zoo
+    workers: str = "0"  # pytest-xdist workers: a number or "auto"
+    seed: int = 0
+    report_dir: str = "reports"
+    run_id: str | None = None
+    hypothesis_profile: str = "ci"
+    trust_model_code: bool = False
+    export: ExportSettings = field(default_factory=ExportSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    baseline_run_id: str | None = None  # ExperimentDB run the regression gate compares against
+    reference_profile_id: str | None = None  # ExperimentDB profile the drift checks compare against
+    db_path: str | None = None  # ExperimentDB file
+    pytest_args: tuple[str, ...] = ()  # passed to pytest as they are
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and validate a JSON (``.json``) or TOML (``.toml``) run config."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error.strerror or error})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as error:
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise ConfigError(f"{path}: not valid {kind}: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be an object/table at the top level, got {type(data).__name__}")
+    return parse_run_config(data, source=str(path))
+
+
+def parse_run_config(data: dict[str, Any], *, source: str = "config") -> RunConfig:
+    data = dict(data)
+    for legacy, ours in LEGACY_KEYS.items():
+        if legacy in data:
+            if ours in data:
+                raise ConfigError(f"{source}: give either {legacy!r} or {ours!r}, not both")
+            data[ours] = data.pop(legacy)
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(KEYS)} (or {', '.join(LEGACY_KEYS)})"
+        )
+    values: dict[str, Any] = {}
+    if "tiers" in data:
+        values["tiers"] = _tiers(data["tiers"], source)
+    if "models" in data:
+        models = data["models"]
+        models = [models] if isinstance(models, str) else models
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise ConfigError(f"{source}: 'models' must be a model name or a list of them, got {data['models']!r}")
+        values["models"] = tuple(models)
+    if "workers" in data:
+        workers = data["workers"]
+        if not (workers == "auto" or (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0)):
+            raise ConfigError(f"{source}: 'workers' must be an integer >= 0 or 'auto', got {workers!r}")
+        values["workers"] = str(workers)
+    for key, kind in (("seed", int), ("report_dir", str), ("run_id", str), ("baseline_run_id", str),
+                      ("reference_profile_id", str), ("db_path", str), ("trust_model_code", bool)):  # fmt: skip
+        if key in data and data[key] is not None:
+            if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
+                raise ConfigError(f"{source}: {key!r} must be {kind.__name__}, got {data[key]!r}")
+            values[key] = data[key]
+    if "hypothesis_profile" in data:
+        if data["hypothesis_profile"] not in PROFILES:
+            raise ConfigError(
+                f"{source}: 'hypothesis_profile' must be one of {', '.join(PROFILES)}, got {data['hypothesis_profile']!r}"
+            )
+        values["hypothesis_profile"] = data["hypothesis_profile"]
+    if "pytest_args" in data:
+        if not isinstance(data["pytest_args"], list) or not all(isinstance(a, str) for a in data["pytest_args"]):
+            raise ConfigError(f"{source}: 'pytest_args' must be a list of strings, got {data['pytest_args']!r}")
+        values["pytest_args"] = tuple(data["pytest_args"])
+    if "export" in data:
+        values["export"] = _export(data["export"], source)
+    if "eval" in data:
+        values["eval"] = _eval(data["eval"], source)
+    return RunConfig(**values)
+
+
+def _tiers(value: Any, source: str) -> str:
+    from harness.cli import CliError, parse_tiers
+
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, list) and all(isinstance(t, int) for t in value):
+        text = ",".join(map(str, value))
+    if not isinstance(text, str):
+        raise ConfigError(f'{source}: \'tiers\' must be like 1, "1-3", "1,4" or [1, 4], got {value!r}')
+    try:
+        parse_tiers(text)
+    except CliError:
+        raise ConfigError(
+            f'{source}: \'tiers\' must name tiers 1-5 like 1, "1-3", "1,4" or [1, 4], got {value!r}'
+        ) from None
+    return text
+
+
+def _section(value: Any, name: str, keys: tuple[str, ...], legacy: dict[str, str], source: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {name!r} must be an object/table, got {value!r}")
+    section = {legacy.get(key, key): item for key, item in value.items()}
+    unknown = sorted(set(section) - set(keys))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{name}.{unknown[0]}'; allowed: {', '.join(keys)}")
+    return section
+
+
+def _export(value: Any, source: str) -> ExportSettings:
+    section = _section(value, "export", EXPORT_KEYS, {}, source)
+    formats = section.get("formats", list(ExportSettings.formats))
+    formats = [formats] if isinstance(formats, str) else formats
+    if not isinstance(formats, list) or not formats or not set(formats) <= set(TIER_FORMATS):
+        raise ConfigError(
+            f"{source}: 'export.formats' must be a non-empty subset of {', '.join(TIER_FORMATS)}, got {value.get('formats')!r}"
+        )
+    quantization = section.get("quantization", "int8")
+    quantization = "none" if quantization in (None, False) else quantization
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(
+            f"{source}: 'export.quantization' must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}"
+        )
+    export_dir = section.get("export_dir")
+    if export_dir is not None and not isinstance(export_dir, str):
+        raise ConfigError(f"{source}: 'export.export_dir' must be a path string, got {export_dir!r}")
+    return ExportSettings(tuple(formats), quantization, export_dir)
+
+
+def _eval(value: Any, source: str) -> EvalSettings:
+    section = _section(value, "eval", EVAL_KEYS, LEGACY_EVAL_KEYS, source)
+    for key in ("max_eval_examples", "batch_size"):
+        item = section.get(key)
+        if item is not None and (not isinstance(item, int) or isinstance(item, bool) or item < 1):
+            raise ConfigError(f"{source}: 'eval.{key}' must be a positive integer, got {item!r}")
+    for key in ("dataset", "split"):
+        if section.get(key) is not None and not isinstance(section[key], str):
+            raise ConfigError(f"{source}: 'eval.{key}' must be a string, got {section[key]!r}")
+    return EvalSettings(**section)
+
+
+def tier4_deselection(export: ExportSettings) -> list[str]:
+    """The Tier 4 checks the export settings leave out (none when every format is asked for)."""
+    skipped = [check for fmt, checks in TIER_FORMATS.items() if fmt not in export.formats for check in checks]
+    if "onnx" not in export.formats or export.quantization == "none":
+        skipped.append("onnx_int8_parity")
+    if "onnx" not in export.formats or "torchscript" not in export.formats:
+        skipped.append("latency_ratios")  # it compares both exported backends with eager
+    return skipped

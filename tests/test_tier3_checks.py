@@ -1,0 +1,69 @@
+"""Every Tier 3 check can fail: a planted defect in the user's training recipe it must flag, and the
+clean recipe it must pass. The result rows say the user's pieces were exercised."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.checks import CHECKS, CheckOptions, run_check
+from harness.result import Status
+from tests.training_defects import DEFECTS, defect_spec
+
+TIER3 = sorted(name for name, check in CHECKS.items() if check.tier == 3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread_and_private_cache(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+    torch.set_num_threads(threads)
+
+
+def _run(check: str, spec):
+    return run_check(CHECKS[check], spec, spec.build_model(), CheckOptions())
+
+
+def test_every_tier3_check_has_a_planted_defect():
+    assert sorted(check for check, _ in DEFECTS.values()) == TIER3
+
+
+@pytest.mark.parametrize("defect", sorted(DEFECTS))
+def test_defect_is_flagged(defect):
+    check, _ = DEFECTS[defect]
+    spec = defect_spec(defect)
+    result = _run(check, spec)
+    assert result.status is Status.FAILED, result.message
+    assert result.message.startswith(f"{spec.name}: {check}: ")
+    assert "Expected" in result.message and "got" in result.message
+    assert "user" in result.details["recipe"].values()  # the user's piece was exercised, not our default
+
+
+@pytest.mark.parametrize("check", TIER3)
+def test_clean_recipe_passes(check):
+    family = "digits" if check == "learning_on_real_text" else "tagger"
+    spec = defect_spec(None, family=family)
+    result = _run(check, spec)
+    assert result.status is Status.PASSED, result.message
+    assert isinstance(result.measured, float) and result.threshold is not None
+
+
+def test_clean_tagger_uses_its_own_recipe():
+    result = _run("freeze_unfreeze", defect_spec(None))
+    assert result.details["recipe"]["freeze"] == "user"
+    assert result.details["recipe"]["add_unfrozen"] == "user"
+    assert result.details["recipe"]["loss"] == "harness"
+
+
+def test_optimizer_missing_unfrozen_names_the_parameters():
+    result = _run("freeze_unfreeze", defect_spec("optimizer_missing_unfrozen"))
+    assert "is in no optimizer param group" in result.got
+    assert any(name.startswith("transformer.") for name in result.details["missing_from_optimizer"])
+
+
+def test_learning_check_skips_without_real_data():
+    result = _run("learning_on_real_text", defect_spec(None))
+    assert result.status is Status.SKIPPED
