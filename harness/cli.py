@@ -234,6 +234,25 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_bundle(args: argparse.Namespace) -> int:
+    """Write a reproducibility bundle (zip) of one ExperimentDB run."""
+    from harness.store import BundleError, ExperimentDB, StoreError, default_db_path, write_bundle
+
+    db_path = Path(args.db) if args.db else default_db_path()
+    if not db_path.is_file():
+        raise CliError(f"no ExperimentDB at {db_path} (train something first, or pass --db)")
+    out = Path(args.out or f"bundle-{args.run_id}.zip")
+    try:
+        with ExperimentDB(db_path) as db:
+            path = write_bundle(db, args.run_id, out, report_dir=Path(args.report_dir) if args.report_dir else None)
+    except KeyError as error:
+        raise CliError(f"unknown run {args.run_id!r} in {db_path}: {error}") from None
+    except (StoreError, BundleError, FileExistsError) as error:
+        raise CliError(str(error)) from None
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Validate ML models with pytest suites in five tiers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -276,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="render RUN_DIR/report.json as a one-file HTML page")
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. reports/<run-id>")
     report.set_defaults(handler=command_report)
+
+    bundle = commands.add_parser("bundle", help="zip a run's config, environment, metrics and reports")
+    bundle.add_argument("run_id", metavar="RUN_ID", help="an ExperimentDB run id")
+    bundle.add_argument("--db", help="the ExperimentDB (default: $HARNESS_DB or reports/experiments.db)")
+    bundle.add_argument("--out", help="the zip to write (default: bundle-RUN_ID.zip; never overwritten)")
+    bundle.add_argument("--report-dir", help="a run folder whose reports and plots go into the bundle")
+    bundle.set_defaults(handler=command_bundle)
 
     models = commands.add_parser("models", help="list the reference zoo and what each model supports")
     models.set_defaults(handler=command_models)

@@ -275,3 +275,26 @@ def test_a_missing_config_file_is_a_clear_error(tmp_path, capsys):
         main(["run", "--config", str(tmp_path / "nope.json")])
     assert raised.value.code == 2
     assert "cannot read the config file" in capsys.readouterr().err
+
+
+def test_harness_bundle_writes_a_verified_zip_and_never_overwrites(tmp_path, capsys):
+    from harness.store import ExperimentDB, read_bundle
+
+    with ExperimentDB(tmp_path / "runs.db") as db:
+        run_id = db.start_run(name="r", config={"lr": 0.1}, model="cnn-digits")
+        db.log_metrics(run_id, 0, {"loss": 2.0})
+        db.finish_run(run_id, summary={"loss": 2.0})
+    out = tmp_path / "bundle.zip"
+    assert main(["bundle", run_id, "--db", str(tmp_path / "runs.db"), "--out", str(out)]) == 0
+    assert read_bundle(out).config == {"lr": 0.1}
+    before = out.read_bytes()
+    for argv, named in (
+        (["bundle", run_id, "--db", str(tmp_path / "runs.db"), "--out", str(out)], "already exists"),
+        (["bundle", "nope", "--db", str(tmp_path / "runs.db"), "--out", str(tmp_path / "x.zip")], "unknown run 'nope'"),
+        (["bundle", run_id, "--db", str(tmp_path / "missing.db")], "no ExperimentDB at"),
+    ):
+        with pytest.raises(SystemExit) as raised:
+            main(argv)
+        assert raised.value.code == 2
+        assert named in capsys.readouterr().err
+    assert out.read_bytes() == before

@@ -298,17 +298,19 @@ def _forward_from_inputs(spec: ModelSpec, model: nn.Module, batch: Batch, inputs
         handle.remove()
 
 
-def _targets(outputs: torch.Tensor, position: int, chosen: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _targets(
+    spec: ModelSpec, outputs: torch.Tensor, position: int, chosen: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One scalar per row of ``outputs``, and the class (or coordinate) it reads.
 
     (B, T, K): the logit of class ``chosen`` at ``position``; (B, K): class ``chosen``; (B,): the score.
-    ``chosen`` defaults to the last row's largest entry (by magnitude for embeddings it is the same rule).
+    ``chosen`` defaults to the last row's predicted class (for a text embedding: its largest-magnitude coordinate).
     """
     if outputs.dim() == 1:
         return outputs, torch.tensor(-1)
     values = outputs[:, position] if outputs.dim() == 3 else outputs  # (B, K)
     if chosen is None:
-        chosen = values[-1].abs().argmax() if values[-1].min() < 0 and values.shape[-1] > 1 else values[-1].argmax()
+        chosen = values[-1].abs().argmax() if spec.task == "text-embedding" else values[-1].argmax()
     return values[:, chosen], chosen
 
 
@@ -324,14 +326,14 @@ def _trapezoid_attribution(
     """Integrated gradients of one example: (attributions like inputs[0], f(x) - f(baseline), the sum of
     attributions at half the steps, the class read). The path is run in chunks of at most 65 points."""
     with torch.no_grad():
-        _, chosen = _targets(_forward_from_inputs(spec, model, row, inputs), position, None)
+        _, chosen = _targets(spec, _forward_from_inputs(spec, model, row, inputs), position, None)
     alphas = torch.linspace(0.0, 1.0, steps + 1)  # (S+1,)
     shape = (-1, *([1] * (inputs.dim() - 1)))
     values, gradients = [], []
     for part in alphas.split(65):
         path = (baseline + part.view(shape) * (inputs - baseline)).requires_grad_(True)  # (P, ...): baseline -> x
         repeated = {key: value.expand(len(part), *value.shape[1:]) for key, value in row.items()}
-        chunk_values, _ = _targets(_forward_from_inputs(spec, model, repeated, path), position, chosen)  # (P,)
+        chunk_values, _ = _targets(spec, _forward_from_inputs(spec, model, repeated, path), position, chosen)  # (P,)
         (chunk_gradients,) = torch.autograd.grad(chunk_values.sum(), path)  # (P, ...)
         values.append(chunk_values.detach().double())
         gradients.append(chunk_gradients.double())

@@ -26,7 +26,7 @@ def read_config(path: str) -> tuple[str, TrainingConfig, str | None]:
     except json.JSONDecodeError as error:
         raise ConfigError(f"--config {path}: not valid JSON ({error})") from None
     if not isinstance(values, dict) or not isinstance(values.get("model"), str):
-        raise ConfigError(f"--config {path}: needs a JSON object with a \"model\" string (a zoo name or module:attr)")
+        raise ConfigError(f'--config {path}: needs a JSON object with a "model" string (a zoo name or module:attr)')
     values = dict(values)
     model = values.pop("model")
     db = values.pop("db", None)
@@ -41,7 +41,7 @@ def command_train(args: argparse.Namespace) -> int:
         selector, config, db_path = read_config(args.config)
         specs = resolve_models([selector])
         if len(specs) != 1:
-            raise ConfigError(f"\"model\": {selector!r} names {len(specs)} models; name exactly one")
+            raise ConfigError(f'"model": {selector!r} names {len(specs)} models; name exactly one')
     except (ConfigError, ModelSelectionError) as error:
         print(f"harness train: error: {error}", file=sys.stderr)
         return 2
@@ -65,8 +65,8 @@ def command_train(args: argparse.Namespace) -> int:
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``train`` on the ``harness`` CLI's subparsers; its handler is ``args.handler``."""
-    parser = subparsers.add_parser("train", help="train a model from a JSON TrainingConfig (+ \"model\")")
-    parser.add_argument("--config", required=True, help="JSON file: TrainingConfig fields plus \"model\"")
+    parser = subparsers.add_parser("train", help='train a model from a JSON TrainingConfig (+ "model")')
+    parser.add_argument("--config", required=True, help='JSON file: TrainingConfig fields plus "model"')
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=command_train)
     return parser
