@@ -303,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--report-dir", help="a run folder whose reports and plots go into the bundle")
     bundle.set_defaults(handler=command_bundle)
 
+    from harness.monitoring.cli import add_monitor_parser, add_profile_parser
+    from harness.training.cli import add_train_parser
+
+    add_train_parser(commands)
+    add_monitor_parser(commands)
+    add_profile_parser(commands)
+
     models = commands.add_parser("models", help="list the reference zoo and what each model supports")
     models.set_defaults(handler=command_models)
     return parser

@@ -557,9 +557,7 @@ def build_spec(
         task=TASK_OF_MODE[mode],
         build=functools.partial(MultiModeGPT, config),
         inputs=inputs,
-        capabilities=Capabilities(
-            is_causal=mode == "language-model", has_attention_mask=True, returns_attentions=True
-        ),
+        capabilities=Capabilities(is_causal=mode == "language-model", has_attention_mask=True, returns_attentions=True),
         recipe=training_recipe(mode),
         description=f"nanoGPT-style multi-mode transformer, {mode} mode, {size} (layers x heads x dims), "
         f"vocab {config.vocab_size}, context {config.block_size}",

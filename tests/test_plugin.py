@@ -240,7 +240,7 @@ def cnn_runs(tmp_path_factory):
 def test_serial_report_lands_beside_junitxml(cnn_runs):
     cwd, serial, _ = cnn_runs
     assert serial.returncode == 0, serial.stdout + serial.stderr
-    assert sorted(p.name for p in (cwd / "serial").iterdir()) == ["junit.xml", "report.json"]
+    assert sorted(p.name for p in (cwd / "serial").iterdir()) == ["junit.xml", "report.html", "report.json"]
     assert not (cwd / "reports").exists()  # the report dir is not used when --junitxml is given
     report = _report(cwd / "serial" / "report.json")
     assert report["run_id"] == "ser" and report["environment"]["workers"] == 0
@@ -253,7 +253,7 @@ def test_parallel_report_lands_under_report_dir_run_id(cnn_runs):
     assert parallel.returncode == 0, parallel.stdout + parallel.stderr
     assert "2 workers" in parallel.stdout
     assert sorted(p.name for p in (cwd / "par").iterdir()) == ["p1"]
-    assert sorted(p.name for p in (cwd / "par" / "p1").iterdir()) == ["report.json"]
+    assert sorted(p.name for p in (cwd / "par" / "p1").iterdir()) == ["report.html", "report.json"]
     report = _report(cwd / "par" / "p1" / "report.json")
     assert report["run_id"] == "p1" and report["environment"]["workers"] == 2
 

@@ -1,1 +1,7 @@
-"""Training: schedulers, loss modifiers; the Lightning trainer comes with Tier 3."""
+"""Training as a fixture-driven step, on Lightning.
+
+config (TrainingConfig, config_hash), recipe (the user's optimizer, freeze/unfreeze, scheduler, loss),
+module (the LightningModule around any spec), trainer (factory and strategy guardrails), presets,
+data (local text through ``datasets``, digits), runs (cached ``train`` and ``run_grid_sweep``),
+schedulers and loss_modifiers.
+"""
