@@ -155,11 +155,14 @@ def check_attention_patterns(spec: ModelSpec, model: nn.Module, *, options: Chec
     worst = {"row_sum_error": 0.0, "padding_weight": 0.0, "future_weight": 0.0}
     heads: dict[str, dict[str, float]] = {}
     found = []
+    sample_map: list[list[float]] = []  # layer 0, head 0 of the first row: drawn in the HTML report
     for name, stream in ATTENTION_STREAMS.items():
         layers = _field(output, name)
         if not layers:
             continue
         found.append(name)
+        if not sample_map:
+            sample_map = [[round(float(w), 4) for w in row] for row in layers[0][0, 0, :32, :32]]
         causal = stream.causal and spec.capabilities.is_causal
         for index, weights in enumerate(layers):
             measured, per_head = _attention_measures(weights.double(), stream, amount, side, causal)
@@ -199,6 +202,7 @@ def check_attention_patterns(spec: ModelSpec, model: nn.Module, *, options: Chec
             "near_one_hot_share": one_hot / len(heads),
             "warning_band_applied": spec.capabilities.pretrained,
             "heads": heads,
+            "attention_map": sample_map,
         },
     )
     degenerate = uniform == len(heads) or one_hot == len(heads)

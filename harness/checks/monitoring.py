@@ -162,5 +162,16 @@ def check_output_drift_halves(spec: ModelSpec, model: torch.nn.Module, *, option
         + f"; smallest corrected p {smallest:.3g}",
         hint="The outputs on two halves of one data set differ: the model carries state across calls, or its "
         "outputs depend on the batch rather than the example.",
-        sample_size=reference["n_examples"] + current["n_examples"], seed=options.seed, details=report.to_dict(),
+        sample_size=reference["n_examples"] + current["n_examples"], seed=options.seed,
+        details={**report.to_dict(), "distributions": _distributions(reference, current)},
     )  # fmt: skip
+
+
+def _distributions(reference: dict, current: dict, limit: int = 200) -> dict[str, dict[str, list[float]]]:
+    """Reference and current values of each one-dimensional feature (at most ``limit`` each), for the
+    HTML report's reference-vs-current plots."""
+    return {
+        name: {"reference": feature["values"][:limit], "current": current["features"][name]["values"][:limit]}
+        for name, feature in reference["features"].items()
+        if "values" in feature and feature["values"] and not isinstance(feature["values"][0], list)
+    }

@@ -126,6 +126,9 @@ def check_overfit_one_batch(spec: ModelSpec, model: torch.nn.Module, *, options:
             "initial": module.history[0],
             "final": module.history[-1],
             "learning_rate": config.learning_rate,
+            "history": {  # the HTML report draws these as training curves
+                key: [row[key] for row in module.history] for key in ("step", "train_loss", "grad_norm")
+            },
         },
     )
 
