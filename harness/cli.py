@@ -304,9 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.set_defaults(handler=command_bundle)
 
     from harness.monitoring.cli import add_monitor_parser, add_profile_parser
+    from harness.mutate.cli import add_mutate_parser
     from harness.training.cli import add_train_parser
 
     add_train_parser(commands)
+    add_mutate_parser(commands)
     add_monitor_parser(commands)
     add_profile_parser(commands)
 

@@ -81,6 +81,7 @@ class InitSpec:
 
     std_bounds: tuple[float, float] = (1e-3, 2.0)  # allowed std of every non-constant weight tensor
     constant_ok: tuple[str, ...] = ("*bias",)  # fnmatch patterns of parameters allowed to be constant
+    frozen_ok: tuple[str, ...] = ()  # fnmatch patterns of parameters built with requires_grad=False on purpose
 
     def __post_init__(self) -> None:
         low, high = self.std_bounds

@@ -10,12 +10,35 @@ import pytest
 import torch
 
 from harness.adapters import adapter_for
-from harness.checks import CheckOptions
-from harness.mutate import INJECTORS, applicable_injectors, mutant_spec, mutate_model, parse_tiers, write_report
+from harness.mutate import (
+    INJECTORS,
+    Injector,
+    applicable_injectors,
+    mutant_spec,
+    mutate_model,
+    parse_tiers,
+    write_report,
+)
 from harness.mutate.cli import add_mutate_parser, command_mutate
 from tests.defect_models import causal_spec, image_spec
 
 MUTATE_SPEC = causal_spec(name="tiny-causal-mutate")  # importable as tests.test_mutate:MUTATE_SPEC by the CLI
+
+
+def _identity_hook(module, inputs, output):
+    return output
+
+
+def _inject_nothing(spec, model, artifacts_dir):
+    model.register_forward_hook(_identity_hook)  # a "fault" no check can see: the survivor the tests need
+
+
+HARMLESS = Injector("harmless", "a forward hook that changes nothing", (1,), _inject_nothing, lambda spec: None)
+
+
+@pytest.fixture
+def harmless_registered(monkeypatch):
+    monkeypatch.setitem(INJECTORS, "harmless", HARMLESS)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -111,11 +134,11 @@ def test_applicability_follows_the_spec():
 
 def test_runner_counts_kills_and_lists_survivors_first():
     spec = causal_spec()
-    chosen = [INJECTORS["row_leak"], INJECTORS["silent_freeze"], INJECTORS["nan_weight"]]
+    chosen = [INJECTORS["row_leak"], HARMLESS, INJECTORS["nan_weight"]]
     result = mutate_model(spec, tiers=(1,), injectors=chosen)
     assert result.false_alarms == []
-    assert [outcome.mutant for outcome in result.mutants][0] == "silent_freeze"  # the survivor comes first
-    assert result.survivors == ["silent_freeze"]
+    assert [outcome.mutant for outcome in result.mutants][0] == "harmless"  # the survivor comes first
+    assert result.survivors == ["harmless"]
     assert result.killed == 2 and math.isclose(result.kill_rate, 2 / 3)
     by_name = {outcome.mutant: outcome for outcome in result.mutants}
     assert "batch_independence" in by_name["row_leak"].killed_by
@@ -139,14 +162,14 @@ def test_injectors_not_seen_by_the_selected_tiers_are_not_run():
 
 
 def test_report_files_name_survivors(tmp_path):
-    result = mutate_model(causal_spec(), tiers=(1,), injectors=[INJECTORS["silent_freeze"], INJECTORS["row_leak"]])
+    result = mutate_model(causal_spec(), tiers=(1,), injectors=[HARMLESS, INJECTORS["row_leak"]])
     path = write_report([result], tmp_path, min_kill_rate=0.9)
     report = json.loads(path.read_text())
     assert report["passed"] is False
-    assert report["models"][0]["survivors"] == ["silent_freeze"]
-    assert report["models"][0]["details"][0]["mutant"] == "silent_freeze"
+    assert report["models"][0]["survivors"] == ["harmless"]
+    assert report["models"][0]["details"][0]["mutant"] == "harmless"
     page = (tmp_path / "mutation.html").read_text()
-    assert "Survivors" in page and page.index("silent_freeze") < page.index("row_leak")
+    assert "Survivors" in page and page.index("harmless") < page.index("row_leak")
 
 
 @pytest.mark.parametrize(("text", "tiers"), [("1-4", (1, 2, 3, 4)), ("1,3", (1, 3)), ("2", (2,))])
@@ -171,22 +194,27 @@ def _cli(argv: list[str]) -> int:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["--model", "no-such-model"], ["--model", "gpt2-tiny", "--tiers", "7"], ["--model", "x", "--min-kill-rate", "2"]],
+    [
+        [],
+        ["--model", "no-such-model"],
+        ["--model", "gpt2-tiny", "--tiers", "7"],
+        ["--model", "x", "--min-kill-rate", "2"],
+    ],
 )
 def test_cli_usage_errors_exit_2(argv, capsys):
     assert _cli(argv) == 2
     assert "harness mutate: error" in capsys.readouterr().err
 
 
-def test_cli_exit_status_follows_the_threshold(tmp_path, capsys):
+def test_cli_exit_status_follows_the_threshold(tmp_path, capsys, harmless_registered):
     selector = "tests.test_mutate:MUTATE_SPEC"
     assert _cli(["--model", selector, "--tiers", "1", "--json", "--min-kill-rate", "1.0"]) == 1
     report = json.loads(capsys.readouterr().out)
     (model,) = report["models"]
-    assert model["model"] == "tiny-causal-mutate" and "silent_freeze" in model["survivors"]
+    assert model["model"] == "tiny-causal-mutate" and model["survivors"] == ["harmless"]
     assert _cli(["--model", selector, "--tiers", "1", "--report-dir", str(tmp_path), "--min-kill-rate", "0.5"]) == 0
     out = capsys.readouterr().out
-    assert "survivor silent_freeze" in out
+    assert "survivor harmless" in out
     assert (tmp_path / "mutation.json").is_file() and (tmp_path / "mutation.html").is_file()
 
 
@@ -196,4 +224,3 @@ def test_command_mutate_is_the_handler():
     parser = argparse.ArgumentParser()
     add_mutate_parser(parser.add_subparsers())
     assert parser.parse_args(["mutate", "--model", "m"]).handler is command_mutate
-    assert CheckOptions().seed == 0

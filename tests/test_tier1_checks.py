@@ -21,7 +21,7 @@ import harness
 from harness.checks import CHECKS, CheckOptions, run_check
 from harness.result import CheckResult, Status
 from harness.spec import InitSpec, ModelSpec
-from tests.defect_models import CAUSAL_DEFECTS, IMAGE_DEFECTS, causal_spec, image_spec
+from tests.defect_models import CAUSAL_DEFECTS, IMAGE_DEFECTS, TinyCausalLM, causal_spec, image_spec
 
 TIER1_CHECKS = (
     "output_shapes",
@@ -387,3 +387,20 @@ def test_check_messages_of_passing_results_are_complete(check: str) -> None:
     result = _run(check, spec)
     assert result.message.startswith(f"{spec.name}: {check}: {CHECKS[check].rule}.")
     assert result.to_dict()["status"] == "passed"
+
+
+def _silently_frozen(*, declared: bool) -> ModelSpec:
+    def build():
+        model = TinyCausalLM()
+        model.lm_head.weight.requires_grad_(False)  # frozen at build: no check on trainable params would see it
+        return model
+
+    spec = causal_spec().replace(name=f"tiny-lm-frozen-{declared}", build=build)
+    return spec.replace(init=InitSpec(frozen_ok=("lm_head.weight",))) if declared else spec
+
+
+def test_gradient_flow_flags_a_parameter_frozen_at_build_unless_declared() -> None:
+    result = _run("gradient_flow", _silently_frozen(declared=False))
+    assert result.status is Status.FAILED, result.message
+    assert "lm_head.weight" in result.details["dead_parameters"]
+    assert _run("gradient_flow", _silently_frozen(declared=True)).status is Status.PASSED

@@ -128,3 +128,12 @@ def test_associative_gpt_memory_agrees_with_the_brute_force_oracle_through_its_p
     spec = load_zoo_spec("associative-gpt")
     result = run_check(CHECKS["memory_oracle"], spec, spec.build_model(), CheckOptions())
     assert result.status is Status.PASSED, result.message
+
+
+def test_seq2seq_causality_sees_a_leak_of_one_position():
+    """Label t is decoder input t+1: a leak from input t+1 into output t must fail (it once slipped through)."""
+    from harness.mutate import INJECTORS, mutant_spec
+
+    spec = mutant_spec(T5_SPEC, INJECTORS["future_leak"])
+    result = run_check(CHECKS["causality"], spec, spec.build_model(), CheckOptions())
+    assert result.status is Status.FAILED, result.message

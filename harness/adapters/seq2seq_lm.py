@@ -28,6 +28,7 @@ def shift_right(labels: torch.Tensor, start_id: int, ignore_index: int) -> torch
 class Seq2SeqLMAdapter(SequenceAdapter):
     task = "seq2seq-lm"
     causal_key = "labels"  # the decoder stream is the causal one
+    causal_shift = 1  # label t is decoder input t+1 (shifted right), so outputs <= t must not see it
     bidirectional_key = "input_ids"  # the encoder must see every source token
 
     def labels(self, spec: ModelSpec, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

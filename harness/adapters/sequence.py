@@ -29,6 +29,7 @@ class SequenceAdapter:
     sequence = True
     per_token_outputs = True  # outputs have a length dimension aligned with the inputs
     causal_key = "input_ids"  # the stream a causal claim is about
+    causal_shift = 0  # token t of the causal stream first reaches output t + causal_shift
     bidirectional_key: str | None = None  # a stream that must be read bidirectionally whatever the claim
 
     def labels(self, spec: ModelSpec, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

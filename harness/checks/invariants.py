@@ -217,29 +217,32 @@ def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOp
     if spec.capabilities.is_causal:
         key = adapter.causal_key
 
-        @st.composite
-        def edits(draw: st.DrawFn) -> tuple[int, int, int, int]:
-            length = draw(st.integers(max(2, spec.inputs.min_length), max_length))
-            position = draw(st.integers(0, length - 2))  # last position that must not move
-            changed = draw(st.integers(position + 1, length - 1))  # the later token that changes
-            return length, position, changed, draw(SEEDS)
+        shift = adapter.causal_shift  # seq2seq: label c is decoder input c+1, so outputs <= c must hold
 
-        def body(case: tuple[int, int, int, int]) -> float:
-            length, position, changed, seed = case
+        @st.composite
+        def edits(draw: st.DrawFn) -> tuple[int, int, int]:
+            length = draw(st.integers(max(2, spec.inputs.min_length), max_length))
+            changed = draw(st.integers(1, length - 1))  # the token that changes
+            return length, changed, draw(SEEDS)
+
+        def body(case: tuple[int, int, int]) -> float:
+            length, changed, seed = case
             batch, edited = edited_pair(key, length, changed, seed)
-            past = slice(0, position + 1)
+            past = slice(0, changed + shift)  # every output the changed token must not reach
             comparison = compare(
                 _outputs(spec, model, edited)[:, past], _outputs(spec, model, batch)[:, past], tolerance
             )
             if not comparison.within:
                 raise Violation(
                     comparison.max_abs,
-                    f"changing {key} token {changed} of {length} moved outputs at positions <= {position} "
+                    f"changing {key} token {changed} of {length} moved outputs at positions <= {changed + shift - 1} "
                     f"by {comparison.max_abs:.3g}",
                 )
             return comparison.max_abs
 
-        outcome = fuzz(edits(), body, explicit=[(max_length, 0, max_length - 1, options.seed)])
+        outcome = fuzz(
+            edits(), body, explicit=[(max_length, 1, options.seed), (max_length, max_length - 1, options.seed)]
+        )
         measured["future_leak"] = outcome.worst
         sample += outcome.examples
         if not outcome.passed:
@@ -287,7 +290,7 @@ def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOp
 
 @register(1, needs_training)
 def check_gradient_flow(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
-    """After backward on a few batches every trainable parameter has a finite, not-all-zero gradient."""
+    """Every parameter is trainable (unless declared frozen) and after backward on a few batches has a finite, not-all-zero gradient."""
     adapter = adapter_for(spec)
     model.train()
     model.zero_grad(set_to_none=True)
@@ -295,7 +298,11 @@ def check_gradient_flow(spec: ModelSpec, model: torch.nn.Module, *, options: Che
     for batch in batches:
         adapter.model_loss(spec, model, batch).backward()
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    problems: dict[str, str] = {}
+    problems: dict[str, str] = {
+        name: "requires_grad is False (frozen at build; declare it in InitSpec.frozen_ok if intended)"
+        for name, p in model.named_parameters()
+        if not p.requires_grad and not any(fnmatch.fnmatch(name, pattern) for pattern in spec.init.frozen_ok)
+    }
     for name, parameter in trainable:
         if parameter.grad is None:
             problems[name] = "no gradient"

@@ -72,17 +72,23 @@ def _probe(spec: ModelSpec, model: nn.Module) -> list[tuple[str, nn.Module, tupl
     return seen
 
 
+_CROSS_ATTENTION = ("encdec", "cross")  # name parts of cross-attention modules (they see the source)
+
+
 def _middle(spec: ModelSpec, model: nn.Module, *, sequence: bool = False) -> nn.Module:
-    """The leaf module in the middle of the call order (with a (B, T, ...) output when ``sequence``)."""
+    """The leaf module in the middle of the call order (with a (B, T, ...) output, in the decoder if there is
+    one, when ``sequence``)."""
     length = max(spec.inputs.min_length, min(8, spec.inputs.max_length or 1))
     found = [
-        module
-        for _, module, shape in _probe(spec, model)
+        (name, module)
+        for name, module, shape in _probe(spec, model)
         if shape and shape[0] == 2 and (not sequence or (len(shape) >= 3 and shape[1] == length))
     ]
+    if sequence and any("decoder" in name for name, _ in found):  # seq2seq: only decoder self-attention is causal
+        found = [(n, m) for n, m in found if "decoder" in n and not any(k in n.lower() for k in _CROSS_ATTENTION)]
     if not found:
         raise ValueError(f"model {spec.name!r}: no leaf module has a batch-first output to inject into")
-    return found[len(found) // 2]
+    return found[len(found) // 2][1]
 
 
 def _largest_weight(model: nn.Module) -> tuple[str, nn.Parameter]:
