@@ -61,14 +61,15 @@ class CheckResult:
         row = asdict(self)
         row["status"] = self.status.value
         row["message"] = self.message
-        return _json_safe(row)
+        return json_safe(row)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """Non-finite floats as strings ("inf", "nan"), recursively, so the JSON stays standard."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value

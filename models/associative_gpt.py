@@ -52,7 +52,7 @@ from torch import nn
 
 from harness.spec import Capabilities, InputSpace, ModelSpec
 from models.associative_memory import AssociativeMemory, MemoryConfig
-from models.gpt2_tiny import CONTEXT, EOS_ID, PAD_ID, VOCAB_SIZE, build_tokenizer, reference_text
+from models.gpt2_tiny import CONTEXT, PAD_ID, VOCAB_SIZE, build_tokenizer, gpt2_config, reference_text
 
 EMBED_DIM = 64  # n_embd of the GPT-2 (gpt2-tiny's width)
 IGNORE_INDEX = -100  # labels excluded from the loss
@@ -98,21 +98,11 @@ class AssociativeGPT(nn.Module):
 
     def __init__(self, config: AssociativeGPTConfig | None = None) -> None:
         super().__init__()
-        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers import GPT2LMHeadModel
 
         self.config = config or AssociativeGPTConfig()
-        gpt2_config = GPT2Config(
-            vocab_size=VOCAB_SIZE,
-            n_positions=CONTEXT,
-            n_embd=EMBED_DIM,
-            n_layer=2,
-            n_head=2,
-            bos_token_id=EOS_ID,
-            eos_token_id=EOS_ID,
-            pad_token_id=PAD_ID,
-            use_cache=False,
-        )
-        self.gpt = GPT2LMHeadModel(gpt2_config)  # transformer + tied lm_head
+        # gpt2-tiny's config; its SDPA attention (no attention weights are needed here)
+        self.gpt = GPT2LMHeadModel(gpt2_config(n_embd=EMBED_DIM, attn_implementation="sdpa"))  # + tied lm_head
         memory_dim = self.config.memory_dim
         self.query_proj = nn.Linear(EMBED_DIM, memory_dim)
         self.value_proj = nn.Linear(EMBED_DIM, EMBED_DIM)

@@ -59,22 +59,29 @@ def build_tokenizer():
     )
 
 
-def build_model():
-    from transformers import GPT2Config, GPT2LMHeadModel
+def gpt2_config(**overrides):
+    """The GPT2Config of gpt2-tiny (2 layers, 2 heads, 64 dims, context 64), with ``overrides`` applied."""
+    from transformers import GPT2Config
 
-    config = GPT2Config(
-        vocab_size=VOCAB_SIZE,
-        n_positions=CONTEXT,
-        n_embd=64,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=EOS_ID,
-        eos_token_id=EOS_ID,
-        pad_token_id=PAD_ID,
-        use_cache=False,
-        attn_implementation="eager",  # explicit softmax weights: output_attentions returns them (Tier 2)
-    )
-    return GPT2LMHeadModel(config)
+    settings = {
+        "vocab_size": VOCAB_SIZE,
+        "n_positions": CONTEXT,
+        "n_embd": 64,
+        "n_layer": 2,
+        "n_head": 2,
+        "bos_token_id": EOS_ID,
+        "eos_token_id": EOS_ID,
+        "pad_token_id": PAD_ID,
+        "use_cache": False,
+        "attn_implementation": "eager",  # explicit softmax weights: output_attentions returns them (Tier 2)
+    }
+    return GPT2Config(**{**settings, **overrides})
+
+
+def build_model():
+    from transformers import GPT2LMHeadModel
+
+    return GPT2LMHeadModel(gpt2_config())
 
 
 SPEC = ModelSpec(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from harness.result import json_safe
 
 
 @dataclass(frozen=True)
@@ -34,17 +35,7 @@ class TestResult:
             "n_current": self.n_current,
             "details": self.details,
         }
-        return _json_safe(row)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+        return json_safe(row)
 
 
 def as_sample(values: Any, name: str, *, min_size: int = 1, ndim: int = 1) -> np.ndarray:
