@@ -18,7 +18,7 @@ import numpy as np
 
 from harness import stats
 from harness.monitoring.config import MonitorConfig
-from harness.stats.core import _json_safe
+from harness.result import json_safe
 
 VERDICTS = ("ok", "inconclusive", "warn", "fail")  # in increasing severity
 
@@ -52,7 +52,7 @@ class DriftReport:
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return _json_safe({"kind": "drift", "verdict": self.verdict, "features": [asdict(f) for f in self.features],
+        return json_safe({"kind": "drift", "verdict": self.verdict, "features": [asdict(f) for f in self.features],
                            "config": asdict(self.config)})  # fmt: skip
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from harness import stats
 from harness.evaluation import Evaluation
 from harness.monitoring.config import MonitorConfig
-from harness.stats.core import _json_safe
+from harness.result import json_safe
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class GateResult:
     details: dict[str, Any] = field(default_factory=dict)  # baseline/candidate metrics, McNemar
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe({"kind": "gate", **asdict(self)})
+        return json_safe({"kind": "gate", **asdict(self)})
 
 
 def regression_gate(baseline: Evaluation, candidate: Evaluation, config: MonitorConfig | None = None) -> GateResult:

@@ -176,7 +176,7 @@ def render_html(report: dict[str, Any]) -> str:
     counts: dict[tuple[int, str], Counter] = defaultdict(Counter)
     for row in rows:
         counts[(row["tier"], row["model"])][row["status"]] += 1
-    parts.append("<h2>Summary</h2><table><tr><th>tier</th><th>model</th>")
+    parts.append("<h2 id='summary'>Summary</h2><table><tr><th>tier</th><th>model</th>")
     parts += [f"<th class='{s}'>{s}</th>" for s in STATUS_ORDER]
     parts.append("</tr>")
     for (tier, model), counter in sorted(counts.items()):
@@ -184,17 +184,17 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(f"<tr><td>{tier}</td><td>{escape(model)}</td>{cells}</tr>")
     parts.append("</table>")
     failures = [row for row in rows if row["status"] in ("failed", "error")]
-    parts.append(f"<h2>Failures ({len(failures)})</h2>")
+    parts.append(f"<h2 id='failures'>Failures ({len(failures)})</h2>")
     parts += [
         f"<div class='failure'><b>{escape(row['test_id'])}</b><br>{escape(row['message'])}</div>" for row in failures
     ]
     figures = plots(rows)
-    parts.append(f"<h2>Plots ({len(figures)})</h2>")
+    parts.append(f"<h2 id='plots'>Plots ({len(figures)})</h2>")
     parts += [
         f"<figure><img alt='{escape(caption)}' src='data:image/png;base64,{data}'><figcaption>{escape(caption)}</figcaption></figure>"
         for caption, data in figures
     ]
-    parts.append("<h2>All checks</h2><table><tr><th>tier</th><th>model</th><th>check</th><th>status</th>"
+    parts.append("<h2 id='checks'>All checks</h2><table><tr><th>tier</th><th>model</th><th>check</th><th>status</th>"
                  "<th>measured</th><th>threshold</th><th>n</th><th>got</th></tr>")  # fmt: skip
     for row in sorted(rows, key=lambda r: (r["tier"], r["model"], r["check"])):
         parts.append(
