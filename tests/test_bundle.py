@@ -19,14 +19,6 @@ from harness.store import bundle as bundle_module
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # not a real plot, bytes are bytes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def db(tmp_path: Path):
     with ExperimentDB(tmp_path / "experiments.db") as store:

@@ -23,11 +23,6 @@ from harness.evaluation import (
 from tests.defect_models import causal_spec, image_spec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def test_perplexity_is_token_weighted_not_a_mean_of_perplexities():
     nll, tokens = np.array([2.0, 30.0]), np.array([1, 10])
     assert perplexity(nll, tokens) == pytest.approx(math.exp(32.0 / 11))

@@ -27,11 +27,6 @@ from harness.result import Status
 from models import load_zoo_spec
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def gpt2():
     spec = load_zoo_spec("gpt2-tiny")

@@ -45,15 +45,6 @@ SECOND_SIZES = {
 SPECS = [LM_SPEC, TAGGER_SPEC, SCORER_SPEC] + [build_spec(mode, **sizes) for mode, sizes in SECOND_SIZES.items()]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one intra-op thread; two threads on two busy cores can be 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def model_of(mode: str, **changes) -> MultiModeGPT:
     torch.manual_seed(0)
     return MultiModeGPT(MultiModeGPTConfig(mode=mode, **changes))

@@ -41,14 +41,6 @@ def harmless_registered(monkeypatch):
     monkeypatch.setitem(INJECTORS, "harmless", HARMLESS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _signature(spec, model) -> dict[str, object]:
     """What a mutant can change: eval outputs (twice), outputs with padding masked, loss, gradients, flags."""
     adapter = adapter_for(spec)

@@ -13,13 +13,6 @@ from scipy import stats as sp
 from harness import stats
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def samples(seed: int, n: int = 60, m: int = 80, shift: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.normal(size=n), rng.normal(shift, 1.0, size=m)

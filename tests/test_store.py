@@ -31,14 +31,6 @@ WRITER = Path(__file__).with_name("store_writer.py")
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def db(tmp_path: Path):
     with ExperimentDB(tmp_path / "experiments.db") as store:

@@ -130,15 +130,6 @@ CLEAN: tuple[Planted, ...] = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread; two intra-op threads on two busy cores thrash (7x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _run(check: str, spec: ModelSpec) -> CheckResult:
     return run_check(CHECKS[check], spec, spec.build_model(), CheckOptions())
 

@@ -10,7 +10,6 @@ import dataclasses
 import math
 
 import pytest
-import torch
 from scipy.stats import binomtest
 
 from harness.checks import CHECKS, CheckOptions, behaviour, run_check
@@ -39,15 +38,6 @@ PLANTED: tuple[tuple[str, ModelSpec], ...] = (
     ("layer_ablation", lm_spec("dead_layer")),
     ("memory_oracle", lm_spec(memory="compacting")),
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread; two intra-op threads on two busy cores thrash."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _run(check: str, spec: ModelSpec) -> CheckResult:

@@ -4,7 +4,6 @@ clean recipe it must pass. The result rows say the user's pieces were exercised.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from harness.checks import CHECKS, CheckOptions, run_check
 from harness.result import Status
@@ -14,13 +13,10 @@ TIER3 = sorted(name for name, check in CHECKS.items() if check.tier == 3)
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread_and_private_cache(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _private_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         yield
-    torch.set_num_threads(threads)
 
 
 def _run(check: str, spec):

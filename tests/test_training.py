@@ -26,14 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = TrainingConfig(max_steps=3, batch_size=4, max_rows=32, sequence_length=16, validation_batches=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))

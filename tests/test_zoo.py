@@ -25,14 +25,6 @@ from tests.zoo_variants import SPECS as VARIANTS
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_every_zoo_model_passes_tier1(name):
     spec = load_zoo_spec(name)
