@@ -98,6 +98,8 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
         command += ["--model", model]
     if config.trust_model_code:
         command.append("--trust-model-code")
+    if config.db_path:
+        command += ["--harness-db", config.db_path]
     if config.export.export_dir:
         command += ["--harness-artifacts-dir", config.export.export_dir]
     deselected = tier4_deselection(config.export) if 4 in requested else []

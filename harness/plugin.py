@@ -85,6 +85,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--harness-seed", default="0", metavar="INT", help="seed of every generated check input. Default: 0"
     )
     group.addoption(
+        "--harness-db",
+        default=None,
+        metavar="FILE",
+        help="also record every report row in this ExperimentDB (SQLite), tagged with the run id",
+    )
+    group.addoption(
         "--harness-artifacts-dir",
         default=None,
         metavar="DIR",
@@ -210,6 +216,12 @@ class HarnessSession:
         from harness.report.html import write_html
 
         write_html(self.report_path)
+        if self.config.getoption("harness_db"):
+            from harness.store import ExperimentDB
+
+            with ExperimentDB(self.config.getoption("harness_db")) as db:
+                for row in report["rows"]:
+                    db.record_check(run_id=None, row={**row, "report_run_id": self.run_id})
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -405,3 +405,15 @@ def test_the_report_hook_extends_the_report(run, pytester):
     assert report["run_id"] == path.parent.name
     assert report["pipeline"] == {"name": "nightly", "rows_seen": len(TIER1_CHECKS)}
     assert {row["details"]["annotated_by"] for row in report["rows"]} == {"conftest"}
+
+
+def test_rows_are_also_recorded_in_the_experiment_db(run, pytester):
+    from harness.store import ExperimentDB
+
+    result = run("--model", "cnn-digits", "-k", "initialization or batch_independence", "--harness-run-id", "db-run",
+                 "--harness-report-dir", "out", "--harness-db", "runs.db")  # fmt: skip
+    assert result.ret == 0, result.stdout.str()
+    with ExperimentDB(pytester.path / "runs.db") as db:
+        rows = db.check_results(None)
+    assert sorted(row["check"] for row in rows) == ["batch_independence", "initialization"]
+    assert {row["report_run_id"] for row in rows} == {"db-run"} and all("measured" in row for row in rows)
