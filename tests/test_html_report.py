@@ -17,7 +17,7 @@ from harness.cli import main
 from harness.report import build_report, environment, write_report
 from harness.report.html import plots, render_html, write_html
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 
 
