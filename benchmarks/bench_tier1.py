@@ -10,34 +10,11 @@ report to a temporary folder; the check count comes from that report.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_tier1(workers: int, models: list[str], folder: Path) -> tuple[float, int]:
-    """One pytest process; returns (wall seconds, rows in its report)."""
-    junit = folder / "junit.xml"
-    command = [sys.executable, "-m", "pytest", str(REPO / "suites" / "tier1"), "-q", "-p", "no:cacheprovider"]
-    command += ["--hypothesis-profile", "ci", "--junitxml", str(junit)]
-    command += [arg for model in models for arg in ("--model", model)]
-    if workers:
-        command += ["-n", str(workers)]
-    started = time.perf_counter()
-    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if completed.returncode != 0:
-        sys.exit(
-            f"tier1 run failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-2000:]}"
-        )
-    rows = json.loads((folder / "report.json").read_text())["rows"]
-    return wall, len(rows)
+from suite_runner import run_suite
 
 
 def main() -> None:
@@ -55,7 +32,8 @@ def main() -> None:
             walls, checks = [], 0
             for repeat in range(args.repeats):
                 folder = Path(tmp) / f"{workers}-{repeat}"
-                wall, checks = run_tier1(workers, args.model, folder)
+                wall, rows = run_suite(1, models=args.model, folder=folder, workers=workers)
+                checks = len(rows)
                 walls.append(wall)
             results[label] = (statistics.median(walls), checks)
 

@@ -10,29 +10,13 @@ The issue's budget is three minutes for Tier 2 on all reference models on two co
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from suite_runner import run_suite
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run_tier2(models: list[str], folder: Path) -> tuple[float, list[dict]]:
-    """One serial pytest process; returns (wall seconds, its report rows)."""
-    command = [sys.executable, "-m", "pytest", str(REPO / "suites" / "tier2"), "-q", "-p", "no:cacheprovider"]
-    command += ["--hypothesis-profile", "ci", "--junitxml", str(folder / "junit.xml")]
-    command += [arg for model in models for arg in ("--model", model)]
-    started = time.perf_counter()
-    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if completed.returncode != 0:
-        sys.exit(
-            f"tier2 run failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-2000:]}"
-        )
-    return wall, json.loads((folder / "report.json").read_text())["rows"]
 
 
 def main() -> None:
@@ -47,13 +31,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for index, model in enumerate(models):
             folder = Path(tmp) / str(index)
-            wall, rows = run_tier2([model], folder)
+            wall, rows = run_suite(2, models=[model], folder=folder)
             ran = [row for row in rows if row["status"] != "skipped"]
             slowest = max(rows, key=lambda row: row["duration_s"])
             print(
                 f"{model:<24} {wall:>7.2f} {len(rows):>7d} {len(ran):>4d}  {slowest['check']} ({slowest['duration_s']:.2f} s)"
             )
-        wall, rows = run_tier2(models, Path(tmp) / "all")
+        wall, rows = run_suite(2, models=models, folder=Path(tmp) / "all")
     print(f"{'all, one process':<24} {wall:>7.2f} {len(rows):>7d}   (budget 180 s)")
 
 

@@ -11,33 +11,15 @@ runs; the warm runs reuse them), so the figures never depend on the machine's ow
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from suite_runner import run_suite
 
 
-def run_tier3(workers: int, models: list[str], folder: Path, cache: Path) -> tuple[float, int]:
-    """One pytest process; returns (wall seconds, rows in its report)."""
-    command = [sys.executable, "-m", "pytest", str(REPO / "suites" / "tier3"), "-q", "-p", "no:cacheprovider"]
-    command += ["--hypothesis-profile", "ci", "--junitxml", str(folder / "junit.xml")]
-    command += [arg for model in models for arg in ("--model", model)]
-    if workers:
-        command += ["-n", str(workers)]
-    env = {**os.environ, "HARNESS_CACHE_DIR": str(cache)}
-    started = time.perf_counter()
-    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - started
-    if completed.returncode != 0:
-        sys.exit(
-            f"tier3 run failed (exit {completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-2000:]}"
-        )
-    return wall, len(json.loads((folder / "report.json").read_text())["rows"])
+def _wall_and_count(workers: int, models: list[str], folder: Path, cache: Path) -> tuple[float, int]:
+    wall, rows = run_suite(3, models=models, folder=folder, workers=workers, env={"HARNESS_CACHE_DIR": str(cache)})
+    return wall, len(rows)
 
 
 def main() -> None:
@@ -51,7 +33,8 @@ def main() -> None:
         cache = Path(tmp) / "cache"
         modes = (("cold", 0), ("warm", 0), (f"warm -n {args.workers}", args.workers))
         results = {
-            label: run_tier3(workers, args.model, Path(tmp) / label.replace(" ", ""), cache) for label, workers in modes
+            label: _wall_and_count(workers, args.model, Path(tmp) / label.replace(" ", ""), cache)
+            for label, workers in modes
         }
     print(f"{'mode':<12} {'wall s':>8} {'checks':>7} {'checks/s':>9}")
     for label, (wall, checks) in results.items():
