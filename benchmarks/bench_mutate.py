@@ -24,7 +24,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
 
     from harness.mutate import mutate_model, parse_tiers
-    from models import ZOO, load_zoo_spec
+    from harness_zoo import ZOO, load_zoo_spec
 
     tiers = parse_tiers(args.tiers)
     print(f"{'model':22s} {'mutants':>7s} {'killed':>6s} {'rate':>6s} {'seconds':>8s}  survivors")

@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], help="zoo model (default: the whole zoo)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from models import ZOO
+    from harness_zoo import ZOO
 
     models = args.model or list(ZOO)
     print(f"{'model':<24} {'wall s':>7} {'checks':>7} {'ran':>4}  slowest check")

@@ -21,7 +21,7 @@ def run_suite(
     """
     command = [sys.executable, "-m", "pytest", str(REPO / "suites" / f"tier{tier}"), "-q", "-p", "no:cacheprovider"]
     command += ["--hypothesis-profile", "ci", "--junitxml", str(folder / "junit.xml")]
-    command += [arg for model in models for arg in ("--model", model)]
+    command += [arg for model in models for arg in ("--harness-model", model)]
     if workers:
         command += ["-n", str(workers)]
     started = time.perf_counter()

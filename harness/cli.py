@@ -95,7 +95,7 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
     command += ["--harness-report-dir", config.report_dir, "--harness-seed", str(config.seed)]
     command += ["--hypothesis-profile", config.hypothesis_profile, "-p", "no:cacheprovider"]
     for model in config.models:
-        command += ["--model", model]
+        command += ["--harness-model", model]
     if config.trust_model_code:
         command.append("--trust-model-code")
     if config.db_path:
@@ -305,14 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--report-dir", help="a run folder whose reports and plots go into the bundle")
     bundle.set_defaults(handler=command_bundle)
 
-    from harness.monitoring.cli import add_monitor_parser, add_profile_parser
+    from harness.monitoring.cli import add_baseline_parser, add_monitor_parser, add_profile_parser
     from harness.mutate.cli import add_mutate_parser
+    from harness.report.diff import add_diff_parser
     from harness.training.cli import add_train_parser
 
     add_train_parser(commands)
     add_mutate_parser(commands)
     add_monitor_parser(commands)
+    add_baseline_parser(commands)
     add_profile_parser(commands)
+    add_diff_parser(commands)
 
     models = commands.add_parser("models", help="list the reference zoo and what each model supports")
     models.set_defaults(handler=command_models)

@@ -6,12 +6,13 @@ Our shape (every key optional)::
     {"tiers": "1-5", "models": ["gpt2-tiny", "mypkg.models:build"], "workers": 2, "seed": 0,
      "report_dir": "reports", "run_id": null, "hypothesis_profile": "ci", "trust_model_code": false,
      "export": {"formats": ["onnx", "torchscript"], "quantization": "int8", "export_dir": "exports"},
-     "eval": {"dataset": "data/valid.txt", "split": "validation", "max_eval_examples": 512, "batch_size": 8},
-     "baseline_run_id": null, "reference_profile_id": null, "db_path": null, "pytest_args": []}
+     "db_path": null, "pytest_args": []}
 
 The notebook-style shape teams migrate from is accepted too: ``tier`` (an integer or a string such as
-``"4"`` or ``"1-3"``) for ``tiers``, ``task_name`` (a zoo model) for ``models``, and ``eval.dataset_id``
-for ``eval.dataset``; everything else has the same name.
+``"4"`` or ``"1-3"``) for ``tiers`` and ``task_name`` (a zoo model) for ``models``; everything else has the
+same name. Its ``eval``, ``baseline_run_id`` and ``reference_profile_id`` are refused with a message naming
+where each belongs: the eval set, the regression gate's baseline and the drift monitor's reference profile
+are settings of a ``harness monitor`` config (harness/monitoring/cli.py), not of a run of the tiers.
 """
 
 from __future__ import annotations
@@ -29,11 +30,18 @@ TIER_FORMATS = {
 QUANTIZATIONS = ("none", "int8", "dynamic")
 PROFILES = ("dev", "ci", "nightly")
 KEYS = ("tiers", "models", "workers", "seed", "report_dir", "run_id", "hypothesis_profile", "trust_model_code",
-        "export", "eval", "baseline_run_id", "reference_profile_id", "db_path", "pytest_args")  # fmt: skip
+        "export", "db_path", "pytest_args")  # fmt: skip
 LEGACY_KEYS = {"tier": "tiers", "task_name": "models"}
 EXPORT_KEYS = ("formats", "quantization", "export_dir")
-EVAL_KEYS = ("dataset", "split", "max_eval_examples", "batch_size")
-LEGACY_EVAL_KEYS = {"dataset_id": "dataset"}
+# Keys of the notebook shape that no run of the tiers reads: refused, naming where the setting belongs.
+MONITOR_KEYS = {
+    "eval": "the eval set of the regression gate and the drift monitor is the [data] table of a harness monitor "
+    "config (source, start, stop, limit, batch_size)",
+    "baseline_run_id": "the regression gate's baseline is a harness monitor gate config's 'baseline' file "
+    "(written by harness baseline) or baseline 'model'",
+    "reference_profile_id": "the drift monitor's reference profile is a harness monitor drift config's "
+    "'reference' file, or 'reference_db' + 'reference_id' for a profile stored by harness profile --db",
+}
 
 
 class ConfigError(ValueError):
@@ -48,14 +56,6 @@ class ExportSettings:
 
 
 @dataclass(frozen=True)
-class EvalSettings:
-    dataset: str | None = None  # a local text file to evaluate on (default: the built-in reference text)
-    split: str = "validation"  # recorded with the results
-    max_eval_examples: int | None = None  # cap on evaluated examples
-    batch_size: int = 8
-
-
-@dataclass(frozen=True)
 class RunConfig:
     tiers: str = "1-5"  # tier numbers: "1", "1-3", "1,4"
     models: tuple[str, ...] = ()  # zoo names or selectors; empty: the whole zoo
@@ -66,9 +66,6 @@ class RunConfig:
     hypothesis_profile: str = "ci"
     trust_model_code: bool = False
     export: ExportSettings = field(default_factory=ExportSettings)
-    eval: EvalSettings = field(default_factory=EvalSettings)
-    baseline_run_id: str | None = None  # ExperimentDB run the regression gate compares against
-    reference_profile_id: str | None = None  # ExperimentDB profile the drift checks compare against
     db_path: str | None = None  # ExperimentDB file
     pytest_args: tuple[str, ...] = ()  # passed to pytest as they are
 
@@ -97,6 +94,8 @@ def parse_run_config(data: dict[str, Any], *, source: str = "config") -> RunConf
             if ours in data:
                 raise ConfigError(f"{source}: give either {legacy!r} or {ours!r}, not both")
             data[ours] = data.pop(legacy)
+    for key in sorted(set(data) & set(MONITOR_KEYS)):
+        raise ConfigError(f"{source}: {key!r} is not a setting of a run of the tiers: {MONITOR_KEYS[key]}")
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise ConfigError(
@@ -116,8 +115,8 @@ def parse_run_config(data: dict[str, Any], *, source: str = "config") -> RunConf
         if not (workers == "auto" or (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0)):
             raise ConfigError(f"{source}: 'workers' must be an integer >= 0 or 'auto', got {workers!r}")
         values["workers"] = str(workers)
-    for key, kind in (("seed", int), ("report_dir", str), ("run_id", str), ("baseline_run_id", str),
-                      ("reference_profile_id", str), ("db_path", str), ("trust_model_code", bool)):  # fmt: skip
+    for key, kind in (("seed", int), ("report_dir", str), ("run_id", str), ("db_path", str),
+                      ("trust_model_code", bool)):  # fmt: skip
         if key in data and data[key] is not None:
             if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
                 raise ConfigError(f"{source}: {key!r} must be {kind.__name__}, got {data[key]!r}")
@@ -134,8 +133,6 @@ def parse_run_config(data: dict[str, Any], *, source: str = "config") -> RunConf
         values["pytest_args"] = tuple(data["pytest_args"])
     if "export" in data:
         values["export"] = _export(data["export"], source)
-    if "eval" in data:
-        values["eval"] = _eval(data["eval"], source)
     return RunConfig(**values)
 
 
@@ -186,23 +183,11 @@ def _export(value: Any, source: str) -> ExportSettings:
     return ExportSettings(tuple(formats), quantization, export_dir)
 
 
-def _eval(value: Any, source: str) -> EvalSettings:
-    section = _section(value, "eval", EVAL_KEYS, LEGACY_EVAL_KEYS, source)
-    for key in ("max_eval_examples", "batch_size"):
-        item = section.get(key)
-        if item is not None and (not isinstance(item, int) or isinstance(item, bool) or item < 1):
-            raise ConfigError(f"{source}: 'eval.{key}' must be a positive integer, got {item!r}")
-    for key in ("dataset", "split"):
-        if section.get(key) is not None and not isinstance(section[key], str):
-            raise ConfigError(f"{source}: 'eval.{key}' must be a string, got {section[key]!r}")
-    return EvalSettings(**section)
-
-
 def tier4_deselection(export: ExportSettings) -> list[str]:
     """The Tier 4 checks the export settings leave out (none when every format is asked for)."""
     skipped = [check for fmt, checks in TIER_FORMATS.items() if fmt not in export.formats for check in checks]
     if "onnx" not in export.formats or export.quantization == "none":
-        skipped.append("onnx_int8_parity")
+        skipped.extend(("onnx_int8_parity", "onnx_int8_accuracy"))
     if "onnx" not in export.formats or "torchscript" not in export.formats:
         skipped.append("latency_ratios")  # it compares both exported backends with eager
     return skipped

@@ -39,7 +39,7 @@ def is_path_selector(selector: str) -> bool:
 
 
 def zoo_names() -> list[str]:
-    from models import ZOO
+    from harness_zoo import ZOO
 
     return sorted(ZOO)
 
@@ -61,7 +61,7 @@ def validate_selectors(selectors: Iterable[str]) -> None:
 
 def resolve_models(selectors: Iterable[str], *, trust_code: bool = False) -> list[ModelSpec]:
     """The specs the selectors name, in order; every zoo model when there are none."""
-    from models import load_zoo_spec
+    from harness_zoo import load_zoo_spec
 
     selectors = list(selectors) or zoo_names()
     validate_selectors(selectors)

@@ -1,9 +1,26 @@
 """The pytest plugin: model selection, check parametrization, report rows and the JSON report.
 
-Registered as the ``harness`` pytest11 entry point. Heavy imports (torch, the zoo) happen inside
-hooks and fixtures, never at import time, so ``pytest tests`` pays nothing for an unused plugin.
+Registered as the ``harness`` pytest11 entry point, so it loads into every pytest session of an environment
+that has ml-harness installed. It is a guest there: heavy imports (torch, the zoo) happen inside hooks and
+fixtures, never at import time, every option is prefixed ``--harness-``, and nothing changes for a session that
+does not use the harness. Importing the plugin only registers the Hypothesis profiles ``dev``, ``ci`` and
+``nightly`` (registering selects none) and adds the options.
 
-Flow: ``pytest_configure`` builds one :class:`HarnessSession` (options validated, ``--model``
+The harness is *active* in a session, and only then applies its settings (:func:`activate`: the Hypothesis
+profile of :func:`harness.strategies.load_default_profile` unless ``--hypothesis-profile`` chose one,
+``HF_HUB_OFFLINE=1`` and ``TOKENIZERS_PARALLELISM=false`` unless already set, one OpenMP thread per core on each
+pytest-xdist worker), when the session
+
+1. selects the harness's suites: pytest loads ``suites/conftest.py`` exactly when a path under ``suites/`` is
+   collected, and that conftest activates the harness in its ``pytest_configure`` (before any suite module is
+   imported); it also defines ``--model`` there, as an alias of ``--harness-model``, so the short spelling
+   works for the suites without clashing with another project's own ``--model``; or
+2. asks for it: ``--harness-model`` is given; or
+3. collects a test that uses the ``harness_case`` fixture anywhere else (a suite of your own): the harness
+   activates while that test is parametrized (settings read at import time by modules collected before it,
+   such as the hub's offline flag, may have been read already; pass ``--harness-model`` to activate first).
+
+Flow: activation builds one :class:`HarnessSession` (options validated, ``--harness-model``
 selectors resolved so a bad one is a usage error, exit code 4). ``pytest_generate_tests``
 parametrizes every test that asks for ``harness_case`` over (model, check) pairs of its module's
 ``tier`` marker. ``record_check`` attaches the result to the test's ``user_properties`` (which
@@ -23,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import harness.strategies  # noqa: F401  (registers the Hypothesis profiles before Hypothesis's plugin loads one)
+import harness.strategies  # registers (never loads) the profiles before Hypothesis's plugin loads one
 from harness import hookspecs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,12 +78,13 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "model validation (harness)")
     group.addoption(
-        "--model",
+        "--harness-model",
         action="append",
         default=[],
         metavar="NAME|module:attr",
         help="model to validate: a zoo name (see `harness models`) or package.module:attribute naming a "
-        "ModelSpec, a list of them, or a callable returning either. Repeatable. Default: the whole zoo.",
+        "ModelSpec, a list of them, or a callable returning either. Repeatable. Default: the whole zoo. "
+        "Inside the harness's suites/, --model is the same option.",
     )
     group.addoption(
         "--harness-report-dir",
@@ -78,7 +96,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--trust-model-code",
         action="store_true",
         default=False,
-        help="import --model path/to/file.py or folder selectors without the static safety scan (read the code first)",
+        help="import --harness-model path/to/file.py or folder selectors without the static safety scan (read the code first)",
     )
     group.addoption("--harness-run-id", default=None, metavar="ID", help="run id (default: UTC time + random suffix)")
     group.addoption(
@@ -107,7 +125,7 @@ class HarnessSession:
         from harness.report import new_run_id
 
         self.config = config
-        self.selectors: list[str] = config.getoption("model")
+        self.selectors: list[str] = config.getoption("harness_model")
         try:
             self.seed = validate_seed(config.getoption("harness_seed"))
         except ValueError as error:
@@ -256,18 +274,35 @@ def _error_row(test_id: str, case: dict[str, Any], failure: str, seed: int) -> d
     }
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "tier(n): the validation tier (1-5) of a suite module")
+def apply_settings(config: pytest.Config | None = None) -> None:
+    """The process settings of a harness session (see the module docstring); each one a value already set keeps."""
     worker = getattr(config, "workerinput", None)
     if worker and "OMP_NUM_THREADS" not in os.environ:  # N workers on N cores: one intra-op thread each
         threads = max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1)))
         os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline by default: nothing downloads at run time
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    session = HarnessSession(config)
-    config.stash[SESSION_KEY] = session
-    config.pluginmanager.register(session, "harness-session")
+    harness.strategies.load_default_profile()
+
+
+def activate(config: pytest.Config) -> HarnessSession:
+    """Make the harness active in this session (idempotent): apply its settings, then build and register the
+    one :class:`HarnessSession`. Called by ``suites/conftest.py``, for ``--harness-model``, and for the first
+    ``harness_case`` test; a session that does none of these is left exactly as it would be without the plugin."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        apply_settings(config)  # before HarnessSession imports torch: OpenMP reads its thread count on load
+        session = HarnessSession(config)
+        config.stash[SESSION_KEY] = session
+        config.pluginmanager.register(session, "harness-session")
+    return session
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "tier(n): the validation tier (1-5) of a suite module")
+    if config.getoption("harness_model"):  # asked for by name
+        activate(config)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -278,7 +313,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError(
             f"{metafunc.definition.nodeid} uses harness_case without a pytest.mark.tier(1..5) marker"
         )
-    metafunc.parametrize("harness_case", metafunc.config.stash[SESSION_KEY].cases(marker.args[0]), indirect=True)
+    metafunc.parametrize("harness_case", activate(metafunc.config).cases(marker.args[0]), indirect=True)
 
 
 @pytest.fixture
@@ -299,7 +334,7 @@ def harness_model(request: pytest.FixtureRequest, harness_case: CheckCase) -> to
     from harness.spec import MissingExtraError
 
     try:
-        return request.config.stash[SESSION_KEY].model(harness_case.spec)
+        return activate(request.config).model(harness_case.spec)
     except MissingExtraError as error:
         pytest.skip(str(error))
 
@@ -307,7 +342,7 @@ def harness_model(request: pytest.FixtureRequest, harness_case: CheckCase) -> to
 @pytest.fixture
 def harness_options(request: pytest.FixtureRequest) -> CheckOptions:
     """Check options from the command line (``--harness-seed``)."""
-    return request.config.stash[SESSION_KEY].options()
+    return activate(request.config).options()
 
 
 @pytest.fixture

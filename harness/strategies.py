@@ -1,6 +1,7 @@
 """Hypothesis strategies for model inputs, bounded by a ModelSpec's input space, and the profiles.
 
-Profiles (registered on import; ``--hypothesis-profile NAME`` or ``HYPOTHESIS_PROFILE`` selects one):
+Profiles (registered on import, loaded by none: ``--hypothesis-profile NAME`` selects one, and a harness
+session that chose none gets :func:`load_default_profile`'s):
 
 - ``dev``: the default; few examples, fast local feedback.
 - ``ci``: derandomized (the same examples on every run), no deadline, bounded examples, no database.
@@ -31,9 +32,19 @@ PROFILES: dict[str, settings] = {
     "nightly": settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]),
 }
 for _name, _profile in PROFILES.items():
-    settings.register_profile(_name, _profile)
-if settings.get_current_profile_name() == "default":  # never override a profile someone already chose
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+    settings.register_profile(_name, _profile)  # harmless for any session: registering selects nothing
+
+
+def load_default_profile() -> str:
+    """Load ``HYPOTHESIS_PROFILE``, else ``ci`` where ``CI`` is set, else ``dev``, unless a profile other than
+    Hypothesis's ``default`` is already loaded (one chosen with ``--hypothesis-profile`` is never overridden).
+
+    Only harness sessions call this (see :func:`harness.plugin.activate`): importing this module loads nothing, so
+    another project's tests keep Hypothesis's defaults. Returns the name of the profile in effect.
+    """
+    if settings.get_current_profile_name() == "default":
+        settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+    return settings.get_current_profile_name()
 
 
 def _check_range(name_min: str, low: int, name_max: str, high: int) -> None:

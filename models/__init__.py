@@ -10,14 +10,14 @@ from __future__ import annotations
 from harness.spec import ModelSpec
 
 ZOO: dict[str, str] = {
-    "gpt2-tiny": "models.gpt2_tiny:SPEC",
-    "cnn-digits": "models.cnn_digits:SPEC",
-    "t5-tiny": "models.t5_tiny:SPEC",
-    "minilm": "models.minilm:SPEC",
-    "multimode-gpt-lm": "models.multimode_gpt:LM_SPEC",
-    "multimode-gpt-tagger": "models.multimode_gpt:TAGGER_SPEC",
-    "multimode-gpt-scorer": "models.multimode_gpt:SCORER_SPEC",
-    "associative-gpt": "models.associative_gpt:SPEC",
+    "gpt2-tiny": "harness_zoo.gpt2_tiny:SPEC",
+    "cnn-digits": "harness_zoo.cnn_digits:SPEC",
+    "t5-tiny": "harness_zoo.t5_tiny:SPEC",
+    "minilm": "harness_zoo.minilm:SPEC",
+    "multimode-gpt-lm": "harness_zoo.multimode_gpt:LM_SPEC",
+    "multimode-gpt-tagger": "harness_zoo.multimode_gpt:TAGGER_SPEC",
+    "multimode-gpt-scorer": "harness_zoo.multimode_gpt:SCORER_SPEC",
+    "associative-gpt": "harness_zoo.associative_gpt:SPEC",
 }
 
 

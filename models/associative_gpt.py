@@ -32,7 +32,7 @@ Forward (Hugging Face causal-LM convention)::
    if ``forget_rate > 0`` the memory forgets before the new items are added. Writing is off by
    default in eval *and* training forwards: a forward changes nothing unless asked.
 
-Memory contents are buffers of ``self.memory`` (see ``models.associative_memory``), so they are in
+Memory contents are buffers of ``self.memory`` (see ``harness_zoo.associative_memory``), so they are in
 the state dict, survive a safetensors round trip (a memory of another size is resized on load) and
 ``copy.deepcopy``. :func:`build_model` pre-fills the memory deterministically from the seeded
 model's own states on real text (``pydoc_data.topics``, gpt2-tiny's BPE tokenizer), so the Tier 1
@@ -51,8 +51,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.spec import Capabilities, InputSpace, ModelSpec
-from models.associative_memory import AssociativeMemory, MemoryConfig
-from models.gpt2_tiny import CONTEXT, PAD_ID, VOCAB_SIZE, build_tokenizer, gpt2_config, reference_text
+
+from .associative_memory import AssociativeMemory, MemoryConfig
+from .gpt2_tiny import CONTEXT, PAD_ID, VOCAB_SIZE, build_tokenizer, gpt2_config, reference_text
 
 EMBED_DIM = 64  # n_embd of the GPT-2 (gpt2-tiny's width)
 IGNORE_INDEX = -100  # labels excluded from the loss

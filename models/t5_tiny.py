@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 from harness.spec import Capabilities, InputSpace, ModelSpec
-from models.gpt2_tiny import CONTEXT, EOS_ID, PAD_ID, VOCAB_SIZE, build_tokenizer
+
+from .gpt2_tiny import CONTEXT, EOS_ID, PAD_ID, VOCAB_SIZE, build_tokenizer
 
 
 def build_model():

@@ -13,8 +13,8 @@ from safetensors.torch import load_model, save_model
 import harness
 from harness.checks import CHECKS, CheckOptions, run_check
 from harness.result import Status
-from models.associative_gpt import SPEC, AssociativeGPTConfig, build_model
-from models.associative_memory import MISSING_ID, MemoryConfig
+from harness_zoo.associative_gpt import SPEC, AssociativeGPTConfig, build_model
+from harness_zoo.associative_memory import MISSING_ID, MemoryConfig
 
 
 @pytest.fixture(scope="module")

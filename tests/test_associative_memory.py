@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from models.associative_memory import (
+from harness_zoo.associative_memory import (
     MISSING_ID,
     AssociativeMemory,
     DuplicateIdError,
@@ -258,7 +258,7 @@ def _recall(dataset: np.ndarray, queries: np.ndarray, index_type: str, k: int = 
 @pytest.fixture(scope="module")
 def datasets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Fixed datasets: 1024 stored vectors and 256 queries each."""
-    from models.gpt2_tiny import build_model, build_tokenizer, reference_text
+    from harness_zoo.gpt2_tiny import build_model, build_tokenizer, reference_text
 
     rng = np.random.default_rng(20240601)
     centres = rng.standard_normal((32, 32)) * 3

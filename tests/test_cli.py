@@ -96,7 +96,7 @@ def test_pytest_arguments_hold_junit_under_report_dir_run_id_and_the_models(tmp_
     assert _option(command, "--harness-report-dir") == [str(tmp_path)]
     assert _option(command, "--harness-seed") == ["5"]
     assert _option(command, "--hypothesis-profile") == ["ci"]
-    assert _option(command, "--model") == ["cnn-digits", "pkg.mod:SPEC"]
+    assert _option(command, "--harness-model") == ["cnn-digits", "pkg.mod:SPEC"]  # prefixed: see test_guest
     assert _option(command, "-p") == ["no:cacheprovider"]
     assert "-n" not in command  # serial unless --workers is given
 
@@ -107,7 +107,7 @@ def test_pytest_arguments_workers_and_extra_pytest_arguments(tmp_path):
     )
     assert _option(command, "-n") == ["2"]
     assert command[-3:] == ["-k", "causality", "-x"]
-    assert _option(command, "--model") == []  # no --model: the plugin's default, the whole zoo
+    assert _option(command, "--harness-model") == []  # no --model: the plugin's default, the whole zoo
 
 
 def test_pytest_arguments_default_run_id_is_fresh_and_names_the_folder(tmp_path):
@@ -211,7 +211,7 @@ def test_a_json_config_becomes_the_pytest_command(tmp_path):
     config = {"tiers": "1,4", "models": ["cnn-digits"], "workers": 2, "seed": 7, "report_dir": str(tmp_path),
               "run_id": "cfg", "export": {"formats": ["onnx"], "quantization": "none"}}  # fmt: skip
     command = _arguments("--config", _config(tmp_path, config))
-    assert command[command.index("--model") + 1] == "cnn-digits"
+    assert command[command.index("--harness-model") + 1] == "cnn-digits"
     assert command[command.index("--harness-seed") + 1] == "7"
     assert command[command.index("-n") + 1] == "2"
     assert command[command.index("--junitxml") + 1] == str(tmp_path / "cfg" / "junit.xml")
@@ -224,7 +224,7 @@ def test_command_line_flags_override_the_config(tmp_path):
         "--config", _config(tmp_path, {"seed": 7, "models": ["gpt2-tiny"]}), "--seed", "3", "--model", "cnn-digits"
     )
     assert command[command.index("--harness-seed") + 1] == "3"
-    assert command.count("--model") == 1 and "cnn-digits" in command
+    assert command.count("--harness-model") == 1 and "cnn-digits" in command
 
 
 def test_a_toml_config_is_read(tmp_path):
@@ -232,16 +232,32 @@ def test_a_toml_config_is_read(tmp_path):
     assert any(part.endswith("tier1") for part in command) and "cnn-digits" in command
 
 
+RUN_SETTINGS = {"tiers": "1", "models": ["cnn-digits"], "workers": 2, "seed": 7, "report_dir": "elsewhere",
+                "run_id": "other", "hypothesis_profile": "nightly", "trust_model_code": True,
+                "export": {"formats": ["onnx"]}, "db_path": "x.db", "pytest_args": ["-x"]}  # fmt: skip
+
+
+def test_every_run_config_field_changes_the_pytest_command(tmp_path):
+    """Nothing advertised that does nothing: a RunConfig field that no run reads fails here."""
+    import dataclasses
+
+    from harness.config import RunConfig
+
+    assert set(RUN_SETTINGS) == {field.name for field in dataclasses.fields(RunConfig)}
+    plain = _arguments("--config", _config(tmp_path, {"run_id": "fixed"}))
+    for key, value in RUN_SETTINGS.items():
+        changed = _arguments("--config", _config(tmp_path, {"run_id": "fixed", key: value}))
+        assert changed != plain, f"{key}={value!r} left the pytest command as it was"
+
+
 @pytest.mark.parametrize("tier", [4, "4"])
 def test_the_notebook_shape_maps_onto_ours_with_int_or_string_tier(tmp_path, tier):
     legacy = {"task_name": "gpt2-tiny", "tier": tier, "export": {"formats": ["onnx", "torchscript"], "quantization": "int8",
-              "export_dir": str(tmp_path / "exp")}, "eval": {"dataset_id": "wikitext", "split": "validation",
-              "max_eval_examples": 100, "batch_size": 4}, "baseline_run_id": "r1", "reference_profile_id": "p1",
-              "db_path": "x.db"}  # fmt: skip
+              "export_dir": str(tmp_path / "exp")}, "db_path": "x.db"}  # fmt: skip
     from harness.config import load_run_config
 
     config = load_run_config(_config(tmp_path, legacy))
-    assert config.tiers == "4" and config.models == ("gpt2-tiny",) and config.eval.dataset == "wikitext"
+    assert config.tiers == "4" and config.models == ("gpt2-tiny",) and config.db_path == "x.db"
     command = _arguments("--config", _config(tmp_path, legacy))
     assert command[command.index("--harness-artifacts-dir") + 1] == str(tmp_path / "exp")
     assert any(part.endswith("tier4") for part in command) and "-k" not in command
@@ -256,7 +272,9 @@ def test_the_notebook_shape_maps_onto_ours_with_int_or_string_tier(tmp_path, tie
         ({"workers": -1}, "'workers' must be an integer >= 0 or 'auto'"),
         ({"export": {"formats": ["pdf"]}}, "'export.formats' must be a non-empty subset of torchscript, onnx"),
         ({"export": {"quantisation": "int8"}}, "unknown key 'export.quantisation'; allowed: formats, quantization"),
-        ({"eval": {"batch_size": 0}}, "'eval.batch_size' must be a positive integer"),
+        ({"eval": {"dataset": "v.txt"}}, "'eval' is not a setting of a run of the tiers: the eval set of the regr"),
+        ({"baseline_run_id": "r1"}, "'baseline_run_id' is not a setting of a run of the tiers: the regression gate"),
+        ({"reference_profile_id": "p1"}, "'reference_profile_id' is not a setting of a run of the tiers: the drift"),
         ({"hypothesis_profile": "fast"}, "'hypothesis_profile' must be one of dev, ci, nightly"),
         ([1, 2], "must be an object/table"),
         ("{not json", "not valid JSON"),

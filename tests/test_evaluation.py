@@ -85,7 +85,7 @@ def test_classification_accuracy_and_loss():
 
 
 def test_real_text_and_digit_batches():
-    from models import load_zoo_spec
+    from harness_zoo import load_zoo_spec
 
     spec = load_zoo_spec("gpt2-tiny")
     batches = text_batches(spec, text_examples()[:5], batch_size=4, max_length=16)

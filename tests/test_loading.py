@@ -6,7 +6,7 @@ import pytest
 
 from harness.loading import ModelSelectionError, resolve_models, specs_from, validate_selectors, zoo_names
 from harness.spec import ModelSpec
-from models import ZOO
+from harness_zoo import ZOO
 from tests.user_models import custom_lm
 
 USER = "tests.user_models.custom_lm"

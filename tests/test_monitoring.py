@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from harness.monitoring import (
 )
 from harness.monitoring.cli import add_monitor_parser, add_profile_parser, command_monitor
 from harness.result import Status
-from models import load_zoo_spec
+from harness_zoo import load_zoo_spec
 
 
 @pytest.fixture(scope="module")
@@ -241,13 +242,84 @@ def test_monitor_cli_exit_codes(tmp_path, capsys):
     config = {"mode": "drift", "model": "cnn-digits", "reference": str(tmp_path / "shifted.json"), "data": data}
     status, printed = _monitor(tmp_path, config, capsys)
     assert status == 1 and json.loads(printed)["verdict"] == "fail"
-    gate = {"mode": "gate", "model": "cnn-digits", "candidate": "cnn-digits", "data": data}
-    status, printed = _monitor(tmp_path, gate, capsys)
-    assert status == 0 and json.loads(printed)["verdict"] == "ok"
     for bad in ({"mode": "nope", "model": "cnn-digits"}, {"mode": "drift", "model": "cnn-digits"},
                 {"mode": "drift", "model": "no-such-model", "reference": str(out)},
                 {"mode": "gate", "model": "cnn-digits", "candidate": "cnn-digits", "thresholds": {"alpha": 1}}):  # fmt: skip
         assert _monitor(tmp_path, bad, capsys)[0] == 2, bad
+
+
+def _baseline(tmp_path, config: dict, out, capsys) -> int:
+    import argparse
+
+    from harness.monitoring.cli import add_baseline_parser
+
+    path = tmp_path / "gate-config.json"
+    path.write_text(json.dumps(config))
+    parser = argparse.ArgumentParser()
+    add_baseline_parser(parser.add_subparsers())
+    args = parser.parse_args(["baseline", "--config", str(path), "--out", str(out)])
+    status = args.handler(args)
+    capsys.readouterr()
+    return status
+
+
+def test_gate_against_a_stored_baseline_file(tmp_path, capsys):
+    data = {"source": "digits", "start": 0.5, "stop": 1.0, "shuffle": True}
+    stored = tmp_path / "main" / "baseline.json"
+    assert _baseline(tmp_path, {"mode": "gate", "baseline": "x", "candidate": "cnn-digits", "data": data}, stored,
+                     capsys) == 0  # fmt: skip
+    gate = {"mode": "gate", "baseline": str(stored), "candidate": "cnn-digits", "data": data}
+    status, printed = _monitor(tmp_path, gate, capsys)
+    result = json.loads(printed)
+    assert status == 0 and result["verdict"] == "ok" and result["details"]["baseline_file"] == str(stored)
+    assert result["n_examples"] == json.loads(stored.read_text())["evaluation"]["n_examples"]
+    worse = json.loads(stored.read_text())
+    worse["evaluation"]["example_loss"] = [v - 0.2 for v in worse["evaluation"]["example_loss"]]  # a better main
+    (tmp_path / "better-main.json").write_text(json.dumps(worse))
+    status, printed = _monitor(tmp_path, gate | {"baseline": str(tmp_path / "better-main.json")}, capsys)
+    assert status == 1 and json.loads(printed)["verdict"] == "fail"
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"model": "cnn-digits"}, "exactly one of 'baseline'"),
+        ({"baseline": "no-such.json"}, "no-such.json does not exist"),
+        ({"baseline": "profile.json"}, "is not a stored baseline"),
+        ({"data": {"source": "digits", "start": 0.5, "stop": 0.9}}, "another eval set than this config's (differs"),
+        ({"thresholds": {"seed": 3}}, "differs in seed"),
+        ({"baseline": "retokenized.json"}, "tokenized differently"),
+    ],
+)
+def test_gate_refuses_a_baseline_it_cannot_pair_with_the_candidate(tmp_path, capsys, change, named, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = {"source": "digits", "start": 0.5, "stop": 1.0}
+    assert _baseline(tmp_path, {"mode": "gate", "baseline": "x", "candidate": "cnn-digits", "data": data},
+                     "baseline.json", capsys) == 0  # fmt: skip
+    Path("profile.json").write_text(json.dumps({"schema": 1, "features": {}}))
+    retokenized = json.loads(Path("baseline.json").read_text())
+    retokenized["evaluation"]["data_hash"] = "0" * 16  # same data table, other inputs: a changed tokenizer
+    Path("retokenized.json").write_text(json.dumps(retokenized))
+    gate = {"mode": "gate", "baseline": "baseline.json", "candidate": "cnn-digits", "data": data}
+    status, error = _monitor_error(tmp_path, gate | change, capsys)
+    assert status == 2 and named in error, error
+
+
+def _monitor_error(tmp_path, config: dict, capsys) -> tuple[int, str]:
+    import argparse
+
+    path = tmp_path / "monitor.json"
+    path.write_text(json.dumps(config))
+    parser = argparse.ArgumentParser()
+    add_monitor_parser(parser.add_subparsers())
+    status = command_monitor(parser.parse_args(["monitor", "--config", str(path)]))
+    return status, capsys.readouterr().err
+
+
+def test_a_gate_of_a_model_against_itself_is_refused(tmp_path, capsys):
+    gate = {"mode": "gate", "model": "cnn-digits", "candidate": "cnn-digits", "data": {"source": "digits"}}
+    status, error = _monitor_error(tmp_path, gate, capsys)
+    assert status == 2 and "with itself, which cannot fail" in error
 
 
 # Every Tier 5 check can fail: planted defects in a wrapped gpt2-tiny.

@@ -14,7 +14,7 @@ from harness.result import Status
 from harness.runner import check_model
 from harness.training.loss_modifiers import APPLICABILITY, ModifierNotApplicable
 from harness.training.schedulers import TransferLearningSchedule, transfer_learning
-from models.multimode_gpt import (
+from harness_zoo.multimode_gpt import (
     LM_SPEC,
     MODES,
     MODIFIER_FIELDS,

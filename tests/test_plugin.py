@@ -22,7 +22,7 @@ import pytest
 
 from harness.checks import CHECKS
 from harness.report import validate_report
-from models import cnn_digits
+from harness_zoo import cnn_digits
 from tests.user_models import custom_lm
 
 pytest_plugins = ["pytester"]
@@ -397,7 +397,8 @@ def test_the_report_hook_extends_the_report(run, pytester):
     suite.mkdir(parents=True)
     shutil.copy(TIER1 / "test_tier1.py", suite / "test_tier1.py")
     pytester.makeconftest(HOOK_CONFTEST)
-    result = run("--model", f"{USER}:SPEC", "--harness-report-dir", "out", suite=suite)
+    # a copy of the suite outside the harness's suites/: the option is spelled --harness-model there
+    result = run("--harness-model", f"{USER}:SPEC", "--harness-report-dir", "out", suite=suite)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     (path,) = (pytester.path / "out").glob("*/report.json")  # no --harness-run-id: a generated one
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", path.parent.name)

@@ -50,7 +50,7 @@ def test_build_must_be_callable():
     with pytest.raises(SpecError, match="ModelSpec.build must be callable, got int"):
         _spec(build=42)
     with pytest.raises(SpecError, match="ModelSpec.build must be callable, got str"):
-        _spec(build="models.cnn_digits:DigitsCNN")
+        _spec(build="harness_zoo.cnn_digits:DigitsCNN")
 
 
 @pytest.mark.parametrize("missing", ["vocab_size", "max_length"])

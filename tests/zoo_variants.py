@@ -7,8 +7,8 @@ nothing here is the zoo's own model object, only the same conventions.
 from __future__ import annotations
 
 from harness.spec import Capabilities, InputSpace, ModelSpec
-from models.cnn_digits import DigitsCNN
-from models.multimode_gpt import MultiModeGPTConfig, build_spec
+from harness_zoo.cnn_digits import DigitsCNN
+from harness_zoo.multimode_gpt import MultiModeGPTConfig, build_spec
 
 
 def gpt2_variant():

@@ -31,9 +31,9 @@ class CheckOptions:
     num_batches: int = 3  # batches back-propagated by the gradient-flow check
     repeats: int = 3  # repeated eval forwards in the determinism check (at least 3)
     artifacts_dir: str | None = None  # where exports are written (None: a temporary folder)
-    min_int8_agreement: float = 0.9  # int8 export: lowest share of top-1 (or score) agreement allowed
-    min_int8_cosine: float = 0.95  # int8 export of an embedding model: lowest cosine similarity allowed
-    max_int8_relative_error: float = 0.3  # int8 export: max |error| / max |eager output| at any shape
+    max_int8_excess_error: float = 2.0  # int8 export: RMS error at most this many times what int8 explains
+    max_int8_accuracy_drop: float = 0.02  # int8 export: 95% lower bound of the real-input accuracy drop
+    min_int8_cosine: float = 0.95  # int8 export of an embedding model: lowest cosine to eager on real text
     latency_repeats: int = 30  # interleaved timed calls per backend
     max_latency_ratio: float = 3.0  # an exported backend's p50 may be at most this many times eager's
 
@@ -47,8 +47,11 @@ class CheckOptions:
                 raise ValueError(f"CheckOptions.{name} must be >= 1, got {name}={getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError(f"CheckOptions.batch_size must be >= 2, got batch_size={self.batch_size}")
-        if not 0.0 <= self.min_int8_agreement <= 1.0:
-            raise ValueError(f"CheckOptions.min_int8_agreement must be in [0, 1], got {self.min_int8_agreement}")
+        if self.max_int8_excess_error < 1.0:
+            raise ValueError(f"CheckOptions.max_int8_excess_error must be >= 1, got {self.max_int8_excess_error}")
+        for name in ("max_int8_accuracy_drop", "min_int8_cosine"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"CheckOptions.{name} must be in [0, 1], got {name}={getattr(self, name)}")
         if self.latency_repeats < 5 or self.max_latency_ratio <= 0:
             raise ValueError(
                 f"CheckOptions needs latency_repeats >= 5 and max_latency_ratio > 0, "

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from harness.adapters import adapter_for
+from harness.export.int8_reference import QUANTIZE_DYNAMIC
 from harness.export.wrapper import ExportWrapper, dynamic_axes, export_inputs
 from harness.spec import ModelSpec
 
@@ -197,11 +198,12 @@ class Exports:
         return OPSET
 
     def _onnx_int8(self) -> dict[str, Any]:
-        """Dynamic int8 quantization, per channel, after onnxruntime's recommended pre-processing.
+        """Dynamic int8 quantization with :data:`QUANTIZE_DYNAMIC`, after onnxruntime's pre-processing.
 
         Pre-processing (shape inference and graph clean-up) is what lets the dynamo exporter's graphs
         quantize at all; per-channel weight scales kept all-MiniLM-L6-v2's embeddings at cosine 0.98
-        to eager where per-tensor scales gave 0.83 (random tokens, length 256).
+        to eager where per-tensor scales gave 0.83 (random tokens, length 256); ``reduce_range`` makes
+        the file compute the same numbers on every x86 CPU (see :mod:`harness.export.int8_reference`).
         """
         from onnxruntime.quantization import QuantType, quantize_dynamic
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -212,14 +214,14 @@ class Exports:
             with _quiet_root_logger():
                 _atomic_save(lambda target: quant_pre_process(str(source.path), str(target)), prepared)
                 _atomic_save(
-                    lambda target: quantize_dynamic(prepared, target, weight_type=QuantType.QInt8, per_channel=True),
+                    lambda target: quantize_dynamic(prepared, target, weight_type=QuantType.QInt8, **QUANTIZE_DYNAMIC),
                     path,
                 )
                 prepared.unlink()
         except Exception as error:  # noqa: BLE001
             raise _unsupported(error, source.opset) from error
         return {"format": "onnx-int8", "path": path, "exporter": "quantize_dynamic", "opset": source.opset,
-                "notes": ("quant_pre_process", "per_channel")}  # fmt: skip
+                "notes": ("quant_pre_process", *sorted(QUANTIZE_DYNAMIC))}  # fmt: skip
 
     def session(self, fmt: str, optimization: str = "disabled") -> Any:
         """An onnxruntime session on the CPU for ``onnx`` or ``onnx-int8`` at an optimisation level."""

@@ -3,7 +3,8 @@
 A monitor config is a JSON or TOML file::
 
     mode = "drift"                  # "drift": current data against a reference profile; "gate": candidate vs baseline
-    model = "gpt2-tiny"             # drift: the model; gate: the baseline (zoo name or module:attr)
+    model = "gpt2-tiny"             # drift: the model; gate: a baseline model built now (or give ``baseline``)
+    baseline = "baseline.json"      # gate: a stored baseline file (``harness baseline``), instead of ``model``
     candidate = "pkg.models:SPEC"   # gate only: the candidate model
     reference = "profile.json"      # drift: a profile JSON file, or reference_db + reference_id (ExperimentDB)
     [data]                          # the eval / current data set
@@ -14,12 +15,19 @@ A monitor config is a JSON or TOML file::
     shuffle = false
     [thresholds]                    # any MonitorConfig field (harness.monitoring.config)
 
-Exit status: 0 for ok, warn or inconclusive; 1 for fail; 2 for a usage error (bad config, missing file).
+A gate compares two different things: a candidate against a stored baseline file (the evaluation of
+the main branch's model, kept as a CI artifact: ``harness baseline --config gate.toml --out FILE``
+writes it), or against a baseline model named by ``model``. A gate of a model against itself cannot fail
+and is refused.
+
+Exit status: 0 for ok, warn or inconclusive; 1 for fail; 2 for a usage error (bad config, missing file,
+a baseline computed on another eval set).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -28,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("drift", "gate")
+CONFIG_KEYS = {"mode", "model", "baseline", "candidate", "reference", "reference_db", "reference_id", "data",
+               "thresholds", "embedding"}  # fmt: skip
 DATA_KEYS = {"source", "start", "stop", "limit", "shuffle", "batch_size"}
 
 
@@ -116,49 +126,16 @@ def _resolve(selector: str) -> Any:
 
 def run_monitor(raw: dict[str, Any]) -> dict[str, Any]:
     """Run a monitor config (already parsed) and return its JSON-able result."""
-    from harness.monitoring.config import MonitorConfig
     from harness.monitoring.drift import compare_profiles
-    from harness.monitoring.gate import regression_gate
     from harness.monitoring.profile import build_profile, load_from_db, load_profile_file
 
-    known = {
-        "mode",
-        "model",
-        "candidate",
-        "reference",
-        "reference_db",
-        "reference_id",
-        "data",
-        "thresholds",
-        "embedding",
-    }
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise MonitorUsageError(f"unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     mode = raw.get("mode")
-    if mode not in MODES:
-        raise MonitorUsageError(f"config 'mode' must be one of {', '.join(MODES)}, got {mode!r}")
+    config, data = _settings(raw)
+    if mode == "gate":
+        return _run_gate(raw, config, data)
     if "model" not in raw:
         raise MonitorUsageError("config needs 'model' (a zoo name or module:attr)")
-    bad_data = sorted(set(raw.get("data", {})) - DATA_KEYS)
-    if bad_data:
-        raise MonitorUsageError(f"unknown data key(s) {', '.join(bad_data)}; known: {', '.join(sorted(DATA_KEYS))}")
-    try:
-        config = MonitorConfig.from_dict(raw.get("thresholds", {}))
-        data = DataConfig(**raw.get("data", {}))
-    except (TypeError, ValueError) as error:
-        raise MonitorUsageError(str(error)) from None
     spec = _resolve(raw["model"])
-    if mode == "gate":
-        from harness.evaluation import evaluate
-
-        if "candidate" not in raw:
-            raise MonitorUsageError("a gate config needs 'candidate' (a zoo name or module:attr)")
-        candidate_spec = _resolve(raw["candidate"])
-        batches, _ = load_examples(spec, data, seed=config.seed)
-        baseline = evaluate(spec, spec.build_model(), batches)
-        candidate = evaluate(candidate_spec, candidate_spec.build_model(), batches)
-        return regression_gate(baseline, candidate, config).to_dict()
     try:
         if "reference" in raw:
             reference = load_profile_file(raw["reference"])
@@ -175,6 +152,112 @@ def run_monitor(raw: dict[str, Any]) -> dict[str, Any]:
     current = build_profile(spec, spec.build_model(), batches, texts=texts, embedding=embedding,
                             max_embeddings=config.max_embeddings, seed=config.seed)  # fmt: skip
     return compare_profiles(reference, current, config).to_dict()
+
+
+def _settings(raw: dict[str, Any]) -> tuple[Any, DataConfig]:
+    """The config's keys and mode checked; its thresholds and data set, validated."""
+    from harness.monitoring.config import MonitorConfig
+
+    unknown = sorted(set(raw) - CONFIG_KEYS)
+    if unknown:
+        raise MonitorUsageError(f"unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(CONFIG_KEYS))}")
+    if raw.get("mode") not in MODES:
+        raise MonitorUsageError(f"config 'mode' must be one of {', '.join(MODES)}, got {raw.get('mode')!r}")
+    bad_data = sorted(set(raw.get("data", {})) - DATA_KEYS)
+    if bad_data:
+        raise MonitorUsageError(f"unknown data key(s) {', '.join(bad_data)}; known: {', '.join(sorted(DATA_KEYS))}")
+    try:
+        return MonitorConfig.from_dict(raw.get("thresholds", {})), DataConfig(**raw.get("data", {}))
+    except (TypeError, ValueError) as error:
+        raise MonitorUsageError(str(error)) from None
+
+
+def eval_set(data: DataConfig, config: Any) -> dict[str, Any]:
+    """What a stored baseline records of its eval set: the data table and the shuffle seed."""
+    return {**dataclasses.asdict(data), "seed": config.seed}
+
+
+def _evaluate_candidate(raw: dict[str, Any], config: Any, data: DataConfig) -> tuple[Any, Any]:
+    """``(spec, evaluation)`` of the gate config's candidate on its eval set."""
+    from harness.evaluation import evaluate
+
+    if "candidate" not in raw:
+        raise MonitorUsageError("a gate config needs 'candidate' (a zoo name or module:attr)")
+    spec = _resolve(raw["candidate"])
+    batches, _ = load_examples(spec, data, seed=config.seed)
+    try:
+        return spec, evaluate(spec, spec.build_model(), batches)
+    except ValueError as error:
+        raise MonitorUsageError(str(error)) from None
+
+
+def _run_gate(raw: dict[str, Any], config: Any, data: DataConfig) -> dict[str, Any]:
+    """The candidate against a stored baseline file or a baseline model built now."""
+    from harness.evaluation import evaluate
+    from harness.monitoring.gate import load_baseline, regression_gate
+
+    if ("model" in raw) == ("baseline" in raw):
+        raise MonitorUsageError(
+            "a gate config needs exactly one of 'baseline' (a stored baseline file, written by harness baseline) "
+            "and 'model' (a baseline model built now)"
+        )
+    if "candidate" in raw and raw.get("model") == raw["candidate"]:
+        raise MonitorUsageError(
+            f"the gate compares {raw['candidate']!r} with itself, which cannot fail: give the candidate a stored "
+            "'baseline' file (of the main branch's model) or a different baseline 'model'"
+        )
+    if "baseline" in raw:
+        try:
+            baseline, stored_set = load_baseline(raw["baseline"])
+        except ValueError as error:
+            raise MonitorUsageError(str(error)) from None
+        wanted = eval_set(data, config)
+        if stored_set != wanted:
+            differ = sorted(key for key in set(stored_set) | set(wanted) if stored_set.get(key) != wanted.get(key))
+            stored_values = {key: stored_set.get(key) for key in differ}
+            wanted_values = {key: wanted.get(key) for key in differ}
+            raise MonitorUsageError(
+                f"baseline {raw['baseline']} was evaluated on another eval set than this config's "
+                f"(differs in {', '.join(differ)}: {stored_values} vs {wanted_values}); "
+                "refresh the baseline with harness baseline"
+            )
+        _, candidate = _evaluate_candidate(raw, config, data)
+        source = {"baseline_file": str(raw["baseline"])}
+    else:
+        if "candidate" not in raw:
+            raise MonitorUsageError("a gate config needs 'candidate' (a zoo name or module:attr)")
+        spec, candidate_spec = _resolve(raw["model"]), _resolve(raw["candidate"])
+        batches, _ = load_examples(spec, data, seed=config.seed)
+        baseline = evaluate(spec, spec.build_model(), batches)
+        candidate = evaluate(candidate_spec, candidate_spec.build_model(), batches)
+        source = {"baseline_model": spec.name}
+    try:
+        result = regression_gate(baseline, candidate, config).to_dict()
+    except ValueError as error:
+        raise MonitorUsageError(
+            f"{error} (the same data config tokenized differently: the tokenizer or the data changed; "
+            "refresh the baseline on purpose with harness baseline)"
+        ) from None
+    result["details"] |= source
+    return result
+
+
+def command_baseline(args: argparse.Namespace) -> int:
+    """Evaluate a gate config's candidate on its eval set and store it as the baseline later gates read."""
+    from harness.monitoring.gate import save_baseline
+
+    try:
+        raw = read_config(args.config)
+        config, data = _settings(raw)
+        if raw["mode"] != "gate":
+            raise MonitorUsageError(f'--config {args.config} is not a gate config (mode = "gate")')
+        spec, evaluation = _evaluate_candidate(raw, config, data)
+    except MonitorUsageError as error:
+        print(f"harness baseline: error: {error}", file=sys.stderr)
+        return 2
+    path = save_baseline(evaluation, args.out, data=eval_set(data, config))
+    print(json.dumps({"model": spec.name, "path": str(path), **evaluation.to_dict()}, indent=2, allow_nan=False))
+    return 0
 
 
 def command_monitor(args: argparse.Namespace) -> int:
@@ -243,6 +326,17 @@ def add_monitor_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="JSON or TOML monitor config (see harness.monitoring.cli)")
     parser.add_argument("--json", action="store_true", help="print the structured result as JSON")
     parser.set_defaults(handler=command_monitor)
+    return parser
+
+
+def add_baseline_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``harness baseline --config GATE --out FILE``: store the baseline a gate compares against."""
+    parser = subparsers.add_parser(
+        "baseline", help="evaluate a gate config's candidate and store it as the baseline of later gates"
+    )
+    parser.add_argument("--config", required=True, help='a gate monitor config (mode = "gate")')
+    parser.add_argument("--out", required=True, help="the baseline JSON file to write (a CI artifact)")
+    parser.set_defaults(handler=command_baseline)
     return parser
 
 

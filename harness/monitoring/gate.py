@@ -10,11 +10,20 @@ at ``confidence``. Verdicts, with margin M:
   (where percentile bootstrap bounds are too narrow to trust) and not shown non-inferior: too small to tell
 
 A moved point estimate alone never fails the gate.
+
+The baseline can be a stored file (``save_baseline`` / ``load_baseline``): the baseline model's
+evaluation with its per-example values and the eval set it was computed on, the artifact a CI job keeps
+from the main branch so that a pull request's candidate is gated against main's model, not against a
+second copy of itself.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +32,8 @@ from harness import stats
 from harness.evaluation import Evaluation
 from harness.monitoring.config import MonitorConfig
 from harness.result import json_safe
+
+BASELINE_SCHEMA = 1  # version of the stored baseline file layout
 
 
 @dataclass(frozen=True)
@@ -92,3 +103,52 @@ def gate_losses(
         margin=margin, mde=float(mde), p_value=float(result.p_value), effect_size=float(result.effect_size),
         n_examples=result.n_reference, details=extra,
     )  # fmt: skip
+
+
+def save_baseline(evaluation: Evaluation, path: str | Path, *, data: dict[str, Any]) -> Path:
+    """Write ``evaluation`` (per-example values kept) and its eval set ``data`` to one JSON file, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stored = {
+        "schema": BASELINE_SCHEMA,
+        "kind": "baseline",
+        "model": evaluation.model,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": data,
+        "evaluation": evaluation.to_dict(per_example=True),
+    }
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(json_safe(stored), allow_nan=False))
+    os.replace(temporary, path)
+    return path
+
+
+def load_baseline(path: str | Path) -> tuple[Evaluation, dict[str, Any]]:
+    """``(evaluation, data)`` of a stored baseline; a ValueError names the path when it cannot be used."""
+    path = Path(path)
+    try:
+        stored = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"baseline {path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"baseline {path} is not valid JSON: {error}") from None
+    if not isinstance(stored, dict) or stored.get("kind") != "baseline" or "evaluation" not in stored:
+        raise ValueError(f"{path} is not a stored baseline (no kind 'baseline' and 'evaluation')")
+    if stored.get("schema") != BASELINE_SCHEMA:
+        raise ValueError(f"{path} has baseline schema {stored.get('schema')}; this harness reads {BASELINE_SCHEMA}")
+    row = stored["evaluation"]
+    try:
+        evaluation = Evaluation(
+            **{key: row[key] for key in ("model", "task", "loss", "perplexity", "accuracy", "n_examples", "n_tokens",
+                                         "data_hash")},
+            example_loss=tuple(float(v) for v in row["example_loss"]),
+            example_tokens=tuple(int(v) for v in row["example_tokens"]),
+            example_correct=tuple(float(v) for v in row["example_correct"]),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"baseline {path} has an incomplete evaluation: {error!r}") from None
+    if not len(evaluation.example_loss) == evaluation.n_examples:
+        raise ValueError(
+            f"baseline {path} holds {len(evaluation.example_loss)} per-example losses for {evaluation.n_examples} examples"
+        )
+    return evaluation, dict(stored.get("data") or {})

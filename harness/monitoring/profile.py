@@ -158,7 +158,7 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
 def minilm_embeddings(texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
     """MiniLM (all-MiniLM-L6-v2) sentence embeddings (N, 384); MissingExtraError without its extra."""
     from harness.adapters.text_embedding import hidden_states_of, mean_pool
-    from models.minilm import SPEC
+    from harness_zoo.minilm import SPEC
 
     model, tokenizer = SPEC.build_model(), SPEC.tokenizer()
     rows = []

@@ -81,3 +81,22 @@ def mcnemar(baseline_correct: np.ndarray, candidate_correct: np.ndarray) -> Test
     effect = (only_baseline - only_candidate) / a.size
     details = {"only_baseline": only_baseline, "only_candidate": only_candidate}
     return TestResult("mcnemar", float(statistic), float(effect), p_value, int(a.size), int(c_.size), details)
+
+
+def paired_drop_lower_bound(
+    baseline_correct: np.ndarray, candidate_correct: np.ndarray, *, confidence: float = 0.95
+) -> float:
+    """One-sided lower confidence bound of the paired accuracy drop ``acc(baseline) - acc(candidate)``.
+
+    The Wald interval for a difference of paired proportions: with b, c the discordant counts of
+    :func:`mcnemar` and n pairs, the drop is (b - c) / n with standard error
+    ``sqrt(b + c - (b - c)^2 / n) / n``; the bound is the drop minus z(confidence) standard errors.
+    No discordant pair gives a bound of exactly 0.
+    """
+    from scipy import stats
+
+    check_probability(confidence, "confidence")
+    test = mcnemar(baseline_correct, candidate_correct)
+    b, c, n = test.details["only_baseline"], test.details["only_candidate"], test.n_reference
+    standard_error = np.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+    return float((b - c) / n - stats.norm.ppf(confidence) * standard_error)

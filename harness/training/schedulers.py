@@ -115,7 +115,7 @@ class CosineWithWarmup:
 
 
 GROUPS: tuple[str, ...] = ("head", "body")
-"""Param-group names the transfer-learning schedule drives (``models.multimode_gpt.configure_optimizers``)."""
+"""Param-group names the transfer-learning schedule drives (``harness_zoo.multimode_gpt.configure_optimizers``)."""
 
 
 @dataclass(frozen=True)
