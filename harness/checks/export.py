@@ -341,7 +341,7 @@ def check_onnx_int8_parity(spec: ModelSpec, model: torch.nn.Module, *, options: 
         passed=outcome.failure is None,
         measured=worst.excess if worst else float("inf"),
         threshold=options.max_int8_excess_error,
-        tolerance={"atol": floor},
+        tolerance={"rtol": 0.0, "atol": floor},
         expected=f"RMS error <= {options.max_int8_excess_error:g} x (the fake-quantized reference's + {floor:g}) "
         "at every fuzzed shape",
         got=f"{outcome.failure}; {summary}" if outcome.failure else f"{summary} over {len(rows)} shapes",
