@@ -1,7 +1,8 @@
 """Root conftest: lets `pytest` find the harness plugin in a checkout that was not pip-installed.
 
-Installed, the zoo folder ``models/`` imports as ``harness_zoo`` (pyproject.toml maps it); in a checkout that
-was not installed this file makes the same name work. To import this file, pytest's default import mode puts
+Installed, the zoo folder ``models/`` imports as ``harness_zoo`` and registers itself with the harness (pyproject.toml
+maps it and names it in the ``harness.zoo`` entry points); in a checkout that was not installed this file makes the
+same name work and registers it. To import this file, pytest's default import mode puts
 the checkout's root first on ``sys.path``; where the harness is installed that is undone unless pytest runs
 from this folder, so the zoo's folder never shadows the ``models`` package of the project you run
 ``pytest path/to/checkout/suites/...`` from.
@@ -22,5 +23,10 @@ if not any(entry.name == "harness" for entry in entry_points(group="pytest11")):
         )
         sys.modules["harness_zoo"] = importlib.util.module_from_spec(_zoo)
         _zoo.loader.exec_module(sys.modules["harness_zoo"])
+    if not any(entry.value.startswith("harness_zoo:") for entry in entry_points(group="harness.zoo")):
+        import harness_zoo  # not installed: no entry point registers the zoo, so register it here
+        from harness.registry import register_zoo
+
+        register_zoo(harness_zoo.ZOO, origin=f"{ROOT / 'models'} (conftest.py)")
 elif sys.path and sys.path[0] == str(ROOT) and Path.cwd().resolve() != ROOT.resolve():
     del sys.path[0]  # the entry pytest inserted to import this file; with the harness installed nothing needs it

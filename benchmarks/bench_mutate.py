@@ -23,10 +23,11 @@ def main() -> None:
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
 
-    from harness.mutate import mutate_model, parse_tiers
+    from harness.config import parse_tiers
+    from harness.mutate import mutate_model
     from harness_zoo import ZOO, load_zoo_spec
 
-    tiers = parse_tiers(args.tiers)
+    tiers = parse_tiers(args.tiers, option="--tiers")
     print(f"{'model':22s} {'mutants':>7s} {'killed':>6s} {'rate':>6s} {'seconds':>8s}  survivors")
     started = time.perf_counter()
     for name in args.model or list(ZOO):

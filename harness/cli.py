@@ -12,14 +12,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.config import RunConfig
-from harness.report import new_run_id
-
-TIERS = range(1, 6)
+from harness.config import HYPOTHESIS_PROFILES, ConfigError, RunConfig, parse_tiers
+from harness.report import new_report_run_id
 
 
-class CliError(Exception):
-    """Bad command-line input: printed as ``harness: error: ...`` with exit status 2."""
+class CliError(ConfigError):
+    """Bad command-line input. It and every other ConfigError print as ``harness: error: ...``, exit status 2."""
 
 
 def suites_dir() -> Path:
@@ -39,31 +37,11 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def parse_tiers(text: str | None) -> list[int]:
-    """``"1"``, ``"1-3"``, ``"1,4"`` or None (every tier) into a sorted list of tier numbers."""
-    if text is None:
-        return list(TIERS)
-    tiers: set[int] = set()
-    for part in text.split(","):
-        low, dash, high = part.strip().partition("-")
-        try:
-            first, last = int(low), int(high if dash else low)
-        except ValueError:
-            raise CliError(f"--tier must be tier numbers 1-5 like 1, 1-3 or 1,4; got {text!r}") from None
-        if not (1 <= first <= last <= 5):
-            raise CliError(f"--tier must be tier numbers 1-5 like 1, 1-3 or 1,4; got {text!r}")
-        tiers.update(range(first, last + 1))
-    return sorted(tiers)
-
-
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The run's settings: the --config file (if any), then every flag given on the command line on top."""
-    from harness.config import ConfigError, load_run_config
+    from harness.config import load_run_config
 
-    try:
-        config = load_run_config(args.config) if args.config else RunConfig()
-    except ConfigError as error:
-        raise CliError(str(error)) from None
+    config = load_run_config(args.config) if args.config else RunConfig()
     overrides = {
         "tiers": args.tier,
         "models": tuple(args.model) or None,
@@ -89,9 +67,9 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
     if not paths:
         present = sorted(p.name for p in suites.glob("tier*") if p.is_dir())
         raise CliError(f"no suite for tier {config.tiers}; present: {', '.join(present)}")
-    run_id = config.run_id or new_run_id()
-    folder = Path(config.report_dir) / run_id
-    command = [*paths, "--junitxml", str(folder / "junit.xml"), "--harness-run-id", run_id]
+    report_run_id = config.run_id or new_report_run_id()
+    folder = Path(config.report_dir) / report_run_id
+    command = [*paths, "--junitxml", str(folder / "junit.xml"), "--harness-run-id", report_run_id]
     command += ["--harness-report-dir", config.report_dir, "--harness-seed", str(config.seed)]
     command += ["--hypothesis-profile", config.hypothesis_profile, "-p", "no:cacheprovider"]
     for model in config.models:
@@ -191,26 +169,26 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def command_perf(args: argparse.Namespace) -> int:
-    """Profile one model; with --baseline, exit 1 when a throughput or memory ratio crosses its limit."""
+    """Measure one model's throughput and memory; with --baseline, exit 1 when a ratio crosses its limit."""
     import json
     from dataclasses import asdict
 
     from harness.loading import ModelSelectionError, resolve_models
-    from harness.perf import compare_profiles, format_table, load_profile, plot_profile, profile_model, save_profile
+    from harness.perf import compare_perf, format_table, load_perf, measure_perf, plot_perf, save_perf
 
     sizes = parse_batch_sizes(args.batch_sizes)
     try:
         (spec,) = resolve_models([args.model])[:1]
-        baseline = load_profile(Path(args.baseline)) if args.baseline else None
+        baseline = load_perf(Path(args.baseline)) if args.baseline else None
     except (ModelSelectionError, ValueError) as error:
         raise CliError(str(error)) from None
-    print(f"profiling {spec.name} at batch sizes {sizes} on {args.device} ...", file=sys.stderr, flush=True)
-    rows = profile_model(spec, spec.build_model(), batch_sizes=sizes, device=args.device)
-    violations = compare_profiles(rows, baseline, max_slowdown=args.max_slowdown) if baseline else []
+    print(f"measuring {spec.name} at batch sizes {sizes} on {args.device} ...", file=sys.stderr, flush=True)
+    rows = measure_perf(spec, spec.build_model(), batch_sizes=sizes, device=args.device)
+    violations = compare_perf(rows, baseline, max_slowdown=args.max_slowdown) if baseline else []
     if args.save:
-        save_profile(rows, Path(args.save), model=spec.name)
+        save_perf(rows, Path(args.save), model=spec.name)
     if args.plot:
-        plot_profile(rows, Path(args.plot), title=f"{spec.name} on {args.device}")
+        plot_perf(rows, Path(args.plot), title=f"{spec.name} on {args.device}")
     if args.json:
         print(json.dumps({"model": spec.name, "rows": [asdict(r) for r in rows],
                           "violations": [asdict(v) for v in violations]}, indent=2))  # fmt: skip
@@ -270,9 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--workers", help="pytest-xdist workers: a number or 'auto' (default: 0, serial)")
     run.add_argument("--report-dir", help="where RUN_ID/report.json, junit.xml and report.html go (default: reports)")
-    run.add_argument("--run-id", help="run id (default: UTC time + random suffix)")
+    run.add_argument("--run-id", help="id of this run: its report folder (default: UTC time + random suffix)")
     run.add_argument("--seed", type=_seed, help="seed of generated check inputs (default: 0)")
-    run.add_argument("--hypothesis-profile", choices=("dev", "ci", "nightly"), help="default: ci")
+    run.add_argument("--hypothesis-profile", choices=HYPOTHESIS_PROFILES, help="default: ci")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     run.set_defaults(handler=command_run)
 
@@ -287,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--model", required=True, help="zoo name or module:attribute")
     perf.add_argument("--batch-sizes", default="1,2,4,8,16,32", help="comma-separated (default 1,2,4,8,16,32)")
     perf.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    perf.add_argument("--save", help="write the profile as JSON (a baseline for later runs)")
-    perf.add_argument("--baseline", help="a saved profile to gate against (ratios only)")
+    perf.add_argument("--save", help="write the measurements as JSON (a baseline for later runs)")
+    perf.add_argument("--baseline", help="measurements saved by --save to gate against (ratios only)")
     perf.add_argument("--max-slowdown", type=float, default=1.5, help="allowed throughput ratio (default 1.5)")
     perf.add_argument("--plot", help="write throughput and memory plots to this PNG")
     perf.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -299,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=command_report)
 
     bundle = commands.add_parser("bundle", help="zip a run's config, environment, metrics and reports")
-    bundle.add_argument("run_id", metavar="RUN_ID", help="an ExperimentDB run id")
+    bundle.add_argument("run_id", metavar="RUN_ID", help="an ExperimentDB run id (a training run, not a report's)")
     bundle.add_argument("--db", help="the ExperimentDB (default: $HARNESS_DB or reports/experiments.db)")
     bundle.add_argument("--out", help="the zip to write (default: bundle-RUN_ID.zip; never overwritten)")
     bundle.add_argument("--report-dir", help="a run folder whose reports and plots go into the bundle")
@@ -327,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except CliError as error:
+    except ConfigError as error:  # CliError included
         parser.error(str(error))  # exits with status 2
     return 2
 

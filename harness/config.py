@@ -1,5 +1,14 @@
-"""Run configuration files for ``harness run --config FILE`` (JSON or TOML), validated with messages
-that name the bad key and the allowed values.
+"""Config files: the one reader and the one error of every config the harness reads, and the run config.
+
+:func:`read_config_file` reads a JSON (``.json``) or TOML (``.toml``) file into a table; every config
+(the run config here, a ``harness train`` config in :mod:`harness.training.cli`, a ``harness monitor`` config in
+:mod:`harness.monitoring.monitor`) is read by it and validated beside the code it configures. Every problem is
+one :class:`ConfigError` in one style: ``"<where>: <key> must be <allowed>, got <value>"``, where ``<where>`` is
+the file (or the dataclass field, for a config built in code). :func:`parse_tiers` reads tier selections
+(``--tier`` of ``harness run``, ``--tiers`` of ``harness mutate``, a config's ``tiers``).
+
+Run configuration files for ``harness run --config FILE``, validated with messages that name the bad key and
+the allowed values.
 
 Our shape (every key optional)::
 
@@ -12,7 +21,7 @@ The notebook-style shape teams migrate from is accepted too: ``tier`` (an intege
 ``"4"`` or ``"1-3"``) for ``tiers`` and ``task_name`` (a zoo model) for ``models``; everything else has the
 same name. Its ``eval``, ``baseline_run_id`` and ``reference_profile_id`` are refused with a message naming
 where each belongs: the eval set, the regression gate's baseline and the drift monitor's reference profile
-are settings of a ``harness monitor`` config (harness/monitoring/cli.py), not of a run of the tiers.
+are settings of a ``harness monitor`` config (harness/monitoring/monitor.py), not of a run of the tiers.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ TIER_FORMATS = {
     "onnx": ("onnx_parity", "onnx_optimized_parity"),
 }
 QUANTIZATIONS = ("none", "int8", "dynamic")
-PROFILES = ("dev", "ci", "nightly")
+HYPOTHESIS_PROFILES = ("dev", "ci", "nightly")  # the Hypothesis settings profiles harness.strategies registers
+TIERS = range(1, 6)
 KEYS = ("tiers", "models", "workers", "seed", "report_dir", "run_id", "hypothesis_profile", "trust_model_code",
         "export", "db_path", "pytest_args")  # fmt: skip
 LEGACY_KEYS = {"tier": "tiers", "task_name": "models"}
@@ -45,7 +55,42 @@ MONITOR_KEYS = {
 
 
 class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file, the key and what is allowed."""
+    """A config (file, value or command-line setting) that cannot be used; the message names where, the key and
+    what is allowed."""
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The table a JSON (``.json``) or TOML (``.toml``) config file holds; ConfigError naming the file otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error.strerror or error})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as error:
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise ConfigError(f"{path}: not valid {kind}: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be an object/table at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_tiers(text: str | None, *, option: str = "--tier") -> tuple[int, ...]:
+    """``"1"``, ``"1-3"``, ``"1,4"`` or None (every tier) as sorted tier numbers; a ConfigError names ``option``."""
+    if text is None:
+        return tuple(TIERS)
+    tiers: set[int] = set()
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise ConfigError(f"{option} must be tier numbers 1-5 like 1, 1-3 or 1,4; got {text!r}") from None
+        if not (TIERS.start <= first <= last < TIERS.stop):
+            raise ConfigError(f"{option} must be tier numbers 1-5 like 1, 1-3 or 1,4; got {text!r}")
+        tiers.update(range(first, last + 1))
+    return tuple(sorted(tiers))
 
 
 @dataclass(frozen=True)
@@ -62,7 +107,7 @@ class RunConfig:
     workers: str = "0"  # pytest-xdist workers: a number or "auto"
     seed: int = 0
     report_dir: str = "reports"
-    run_id: str | None = None
+    run_id: str | None = None  # names the run's report folder (a report's run id, not an ExperimentDB run id)
     hypothesis_profile: str = "ci"
     trust_model_code: bool = False
     export: ExportSettings = field(default_factory=ExportSettings)
@@ -72,19 +117,7 @@ class RunConfig:
 
 def load_run_config(path: str | Path) -> RunConfig:
     """Read and validate a JSON (``.json``) or TOML (``.toml``) run config."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the config file ({error.strerror or error})") from None
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as error:
-        kind = "TOML" if path.suffix == ".toml" else "JSON"
-        raise ConfigError(f"{path}: not valid {kind}: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the config must be an object/table at the top level, got {type(data).__name__}")
-    return parse_run_config(data, source=str(path))
+    return parse_run_config(read_config_file(path), source=str(path))
 
 
 def parse_run_config(data: dict[str, Any], *, source: str = "config") -> RunConfig:
@@ -122,9 +155,10 @@ def parse_run_config(data: dict[str, Any], *, source: str = "config") -> RunConf
                 raise ConfigError(f"{source}: {key!r} must be {kind.__name__}, got {data[key]!r}")
             values[key] = data[key]
     if "hypothesis_profile" in data:
-        if data["hypothesis_profile"] not in PROFILES:
+        if data["hypothesis_profile"] not in HYPOTHESIS_PROFILES:
             raise ConfigError(
-                f"{source}: 'hypothesis_profile' must be one of {', '.join(PROFILES)}, got {data['hypothesis_profile']!r}"
+                f"{source}: 'hypothesis_profile' must be one of {', '.join(HYPOTHESIS_PROFILES)}, "
+                f"got {data['hypothesis_profile']!r}"
             )
         values["hypothesis_profile"] = data["hypothesis_profile"]
     if "pytest_args" in data:
@@ -137,8 +171,6 @@ def parse_run_config(data: dict[str, Any], *, source: str = "config") -> RunConf
 
 
 def _tiers(value: Any, source: str) -> str:
-    from harness.cli import CliError, parse_tiers
-
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     if isinstance(value, list) and all(isinstance(t, int) for t in value):
         text = ",".join(map(str, value))
@@ -146,7 +178,7 @@ def _tiers(value: Any, source: str) -> str:
         raise ConfigError(f'{source}: \'tiers\' must be like 1, "1-3", "1,4" or [1, 4], got {value!r}')
     try:
         parse_tiers(text)
-    except CliError:
+    except ConfigError:
         raise ConfigError(
             f'{source}: \'tiers\' must name tiers 1-5 like 1, "1-3", "1,4" or [1, 4], got {value!r}'
         ) from None

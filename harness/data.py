@@ -1,7 +1,9 @@
-"""Real inputs every machine has, shaped as a task's batches: no download, ever.
+"""Real inputs every machine has: no download, ever. Which of them a model gets is its adapter's and its
+spec's business (:meth:`harness.adapters.base.Adapter.real_batch`), never decided here.
 
 Text: CPython's reference documentation (``pydoc_data.topics``), tokenised with the model's own
-tokenizer and cut into rows. Images: scikit-learn's 8x8 handwritten digits (``load_digits``).
+tokenizer. Images: scikit-learn's 8x8 handwritten digits (``load_digits``), for specs that declare them
+(``ModelSpec(real_data=digit_examples)``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from functools import lru_cache
 
 import torch
 
+from harness.adapters import adapter_for
 from harness.adapters.base import Batch
 from harness.spec import ModelSpec
 
@@ -23,28 +26,16 @@ def reference_text() -> str:
 
 
 def real_batch(spec: ModelSpec, *, batch_size: int, length: int) -> Batch | None:
-    """A batch of real data for the spec's task, or None when the harness has none for it.
+    """A batch of real data for the spec, or None when the harness has none for it (its adapter decides).
 
-    Token tasks need ``spec.tokenizer``; rows are consecutive ``length``-token windows of the text.
-    Token classification and sequence scoring get None: real text carries no such labels.
+    Token tasks whose batches real text makes need ``spec.tokenizer``; rows are consecutive ``length``-token
+    windows of the text. Other tasks get the first ``batch_size`` examples of ``spec.real_data``, if declared.
     """
-    if spec.task == "image-classification" and spec.inputs.image_size == (1, 8, 8):
-        return _digits_batch(batch_size)
-    if spec.task not in ("causal-lm", "seq2seq-lm", "text-embedding") or spec.tokenizer is None:
-        return None
-    ids = _token_ids(spec)
-    needed = 2 * batch_size * length if spec.task == "seq2seq-lm" else batch_size * length
-    if ids.numel() < needed:
-        return None
-    rows = ids[:needed].view(-1, length)  # (B or 2B, T)
-    if spec.task == "seq2seq-lm":  # source window -> the window that follows it
-        source, target = rows[0::2], rows[1::2]
-        return {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": target}
-    labels = torch.zeros(len(rows)) if spec.task == "text-embedding" else rows.clone()  # embeddings have none
-    return {"input_ids": rows, "attention_mask": torch.ones_like(rows), "labels": labels}
+    return adapter_for(spec).real_batch(spec, batch_size=batch_size, length=length)
 
 
-def _token_ids(spec: ModelSpec) -> torch.Tensor:
+def reference_token_ids(spec: ModelSpec) -> torch.Tensor:
+    """The first 200 000 characters of :func:`reference_text` in the spec's tokens (ids in its vocabulary): (N,)."""
     tokenizer = spec.tokenizer()
     ids = tokenizer(reference_text()[:200_000], add_special_tokens=False, verbose=False)["input_ids"]
     ids = torch.tensor(ids, dtype=torch.long)
@@ -61,6 +52,10 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     return (images - images.mean()) / images.std(), torch.tensor(data.target)
 
 
-def _digits_batch(batch_size: int) -> Batch:
+def digit_examples() -> Batch:
+    """The digits as one image-classification batch: ``pixel_values`` (1797, 1, 8, 8) and ``labels`` (1797,).
+
+    A spec of 1x8x8 images declares these as its real data: ``ModelSpec(real_data=digit_examples)``.
+    """
     images, labels = digits()
-    return {"pixel_values": images[:batch_size], "labels": labels[:batch_size]}
+    return {"pixel_values": images, "labels": labels}

@@ -18,48 +18,22 @@ import numpy as np
 import torch
 
 from harness.adapters import Batch, adapter_for
+from harness.adapters.scoring import TokenScores, classification_scores, token_scores
 from harness.spec import ModelSpec
 
-TOKEN_TASKS = ("causal-lm", "seq2seq-lm", "token-classification")  # tasks scored per token
-EVALUATED_TASKS = (*TOKEN_TASKS, "image-classification")
-
-
-@dataclass(frozen=True)
-class TokenScores:
-    """Per-example sums over the scored tokens of a batch (numpy arrays of shape (B,))."""
-
-    nll: np.ndarray  # summed negative log-likelihood (nats) of the scored tokens
-    tokens: np.ndarray  # number of scored tokens
-    correct: np.ndarray  # scored tokens whose argmax equals the label
-
-
-def token_scores(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    shift: bool,
-    ignore_index: int = -100,
-    prompt_lengths: torch.Tensor | None = None,
-) -> TokenScores:
-    """Teacher-forced token scores; ``shift`` for causal LMs (position t predicts label t + 1).
-
-    A label at a position below ``prompt_lengths[b]`` (a prompt token) is never scored, nor is one
-    equal to ``ignore_index``.
-    """
-    if shift:
-        logits, labels = logits[:, :-1], labels[:, 1:]  # (B, T-1, V), (B, T-1)
-        first_position = 1
-    else:
-        first_position = 0
-    keep = labels != ignore_index  # (B, L)
-    if prompt_lengths is not None:
-        positions = torch.arange(labels.shape[1]) + first_position  # (L,): position of each label in the row
-        keep &= positions[None, :] >= prompt_lengths.reshape(-1, 1)  # (B, L)
-    log_probs = torch.log_softmax(logits.double(), dim=-1)  # (B, L, V)
-    targets = labels.masked_fill(~keep, 0)  # (B, L)
-    nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * keep  # (B, L)
-    correct = (logits.argmax(-1) == targets) & keep  # (B, L)
-    return TokenScores(nll=nll.sum(1).detach().numpy(), tokens=keep.sum(1).numpy(), correct=correct.sum(1).numpy())
+__all__ = [  # TokenScores, token_scores and classification_scores live with the adapters that use them
+    "Evaluation",
+    "TokenScores",
+    "bleu",
+    "classification_scores",
+    "digit_batches",
+    "evaluate",
+    "perplexity",
+    "rouge",
+    "text_batches",
+    "text_examples",
+    "token_scores",
+]
 
 
 def perplexity(nll_sums: Sequence[float] | np.ndarray, token_counts: Sequence[int] | np.ndarray) -> float:
@@ -70,21 +44,14 @@ def perplexity(nll_sums: Sequence[float] | np.ndarray, token_counts: Sequence[in
     return math.exp(float(np.sum(nll_sums)) / total)
 
 
-def classification_scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example cross-entropy (B,) and correctness (B,) of a classifier's logits (B, K)."""
-    log_probs = torch.log_softmax(logits.double(), dim=-1)  # (B, K)
-    nll = -log_probs.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)  # (B,)
-    return nll.detach().numpy(), (logits.argmax(-1) == labels).numpy()
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """A model on an eval set: corpus-level metrics and the per-example values behind them."""
 
     model: str  # ModelSpec.name
     task: str
-    loss: float  # token-weighted mean NLL (token tasks) or mean cross-entropy (classifiers)
-    perplexity: float | None  # exp(loss) for token tasks, None for classifiers
+    loss: float  # token-weighted mean NLL (tasks scored per token) or mean cross-entropy (per example)
+    perplexity: float | None  # exp(loss) for tasks scored per token, None for those scored per example
     accuracy: float  # token accuracy (teacher forcing, prompts excluded) or classification accuracy
     n_examples: int
     n_tokens: int  # scored tokens (examples for classifiers)
@@ -112,10 +79,10 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(spec: ModelSpec, model: torch.nn.Module, batches: Iterable[Batch]) -> Evaluation:
-    """Evaluate ``model`` in eval mode; a batch may carry ``prompt_lengths`` (B,) for causal LMs."""
-    if spec.task not in EVALUATED_TASKS:
-        raise ValueError(f"evaluate supports tasks {', '.join(EVALUATED_TASKS)}; got {spec.task!r} for {spec.name}")
+    """Evaluate ``model`` in eval mode; a batch may carry ``prompt_lengths`` (B,) for token tasks."""
     adapter = adapter_for(spec)
+    if adapter.evaluation is None:
+        raise ValueError(f"evaluate needs a task scored per token or per example; {spec.name} is {spec.task}")
     model.eval()
     nll, tokens, correct = [], [], []
     fingerprint = hashlib.sha256()
@@ -123,20 +90,7 @@ def evaluate(spec: ModelSpec, model: torch.nn.Module, batches: Iterable[Batch]) 
         for key in sorted(batch):
             fingerprint.update(key.encode() + batch[key].detach().cpu().contiguous().numpy().tobytes())
         inputs = {key: value for key, value in batch.items() if key != "prompt_lengths"}
-        logits = adapter.forward(spec, model, inputs)
-        if spec.task == "image-classification":
-            example_nll, example_correct = classification_scores(logits, batch["labels"])
-            nll.append(example_nll)
-            tokens.append(np.ones_like(example_nll, dtype=np.int64))
-            correct.append(example_correct.astype(np.float64))
-            continue
-        scores = token_scores(
-            logits,
-            batch["labels"],
-            shift=spec.task == "causal-lm",
-            ignore_index=spec.inputs.ignore_index,
-            prompt_lengths=batch.get("prompt_lengths"),
-        )
+        scores = adapter.example_scores(spec, adapter.forward(spec, model, inputs), batch)
         nll.append(scores.nll)
         tokens.append(scores.tokens)
         correct.append(scores.correct.astype(np.float64))
@@ -153,7 +107,7 @@ def evaluate(spec: ModelSpec, model: torch.nn.Module, batches: Iterable[Batch]) 
         model=spec.name,
         task=spec.task,
         loss=loss,
-        perplexity=math.exp(loss) if spec.task in TOKEN_TASKS else None,
+        perplexity=math.exp(loss) if adapter.evaluation == "tokens" else None,
         accuracy=float(correct_all.sum() / n_tokens),
         n_examples=int(scored.sum()),
         n_tokens=n_tokens,
@@ -210,52 +164,29 @@ def text_examples(*, start: float = 0.0, stop: float = 1.0, min_chars: int = 80)
 def text_batches(
     spec: ModelSpec, texts: Sequence[str], *, batch_size: int = 16, max_length: int | None = None
 ) -> list[Batch]:
-    """Texts tokenized with the spec's tokenizer, truncated, right-padded and labelled for the task.
+    """Texts tokenized with the spec's tokenizer, truncated, right-padded and labelled by the task's adapter.
 
     Causal LM: labels are the ids (padding ignored). Seq2seq: the first half of a text's tokens is
     the source, the second half the target. Text embedding: the ids only.
     """
     if spec.tokenizer is None:
         raise ValueError(f"{spec.name} has no tokenizer: text batches need ModelSpec.tokenizer")
+    adapter = adapter_for(spec)
     tokenizer = spec.tokenizer()
     limit = min(max_length or spec.inputs.max_length, spec.inputs.max_length)
-    rows = []
+    examples = []
     for text in texts:
         ids = [
             i
             for i in tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
             if i < spec.inputs.vocab_size
         ]
-        if spec.task == "seq2seq-lm":
-            ids = ids[: 2 * limit]
-            half = len(ids) // 2
-            if half >= 1:
-                rows.append((ids[:half], ids[half : 2 * half]))
-        elif len(ids) >= 2:
-            rows.append((ids[:limit], None))
-    if not rows:
+        example = adapter.text_example(spec, ids, limit=limit)
+        if example is not None:
+            examples.append(example)
+    if not examples:
         raise ValueError(f"no text long enough to make a batch for {spec.name}")
-    return [_collate(spec, rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
-
-
-def _collate(spec: ModelSpec, rows: list[tuple[list[int], list[int] | None]]) -> Batch:
-    pad, ignore = spec.inputs.pad_id, spec.inputs.ignore_index
-    width = max(len(source) for source, _ in rows)
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
-    for i, (source, _) in enumerate(rows):
-        input_ids[i, : len(source)] = torch.tensor(source)
-        mask[i, : len(source)] = 1
-    if spec.task == "seq2seq-lm":
-        target_width = max(len(target) for _, target in rows)
-        labels = torch.full((len(rows), target_width), ignore, dtype=torch.long)  # (B, S)
-        for i, (_, target) in enumerate(rows):
-            labels[i, : len(target)] = torch.tensor(target)
-    elif spec.task == "causal-lm":
-        labels = input_ids.masked_fill(mask == 0, ignore)  # (B, T)
-    else:
-        labels = torch.zeros(len(rows))  # (B,): unused
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    return [adapter.text_batch(spec, examples[i : i + batch_size]) for i in range(0, len(examples), batch_size)]
 
 
 def digit_batches(

@@ -3,7 +3,8 @@
 Selectors: a zoo name; ``package.module:attribute``; ``path/to/model.py:attribute``; or
 ``path/to/folder:attribute`` (a folder checked out from a gist or repository, whose ``model.py`` is
 imported with the folder on ``sys.path``). The attribute may be a ModelSpec, a list of them, or a
-callable (taking no arguments) returning either.
+callable (taking no arguments) returning either. Zoo names are those the installed zoos register
+(:mod:`harness.registry`); nothing in the harness imports a zoo by name.
 
 Code loaded from a path is scanned first (:mod:`harness.safety`: the file, or every ``.py`` file of
 the folder) and refused with every finding listed unless ``trust_code`` is set. Its provenance (the
@@ -38,37 +39,60 @@ def is_path_selector(selector: str) -> bool:
     return target.endswith(".py") or "/" in target or "\\" in target or Path(target).is_dir()
 
 
+def _zoo() -> dict[str, str]:
+    """The registered zoos' models (:mod:`harness.registry`): name -> ``"module:attribute"``."""
+    from harness.registry import ZooError, zoo
+
+    try:
+        return zoo()
+    except ZooError as error:
+        raise ModelSelectionError(str(error)) from None
+
+
 def zoo_names() -> list[str]:
-    from harness_zoo import ZOO
+    """The names of every registered zoo model, sorted."""
+    return sorted(_zoo())
 
-    return sorted(ZOO)
+
+def zoo_spec(name: str) -> ModelSpec:
+    """The one ModelSpec a registered zoo names ``name``."""
+    models = _zoo()
+    validate_selectors([name], zoo=models)
+    specs = specs_from(import_attribute(models[name]), name)
+    if len(specs) != 1:
+        raise ModelSelectionError(f"zoo model {name!r} names {len(specs)} specs, not one")
+    return specs[0]
 
 
-def validate_selectors(selectors: Iterable[str]) -> None:
-    """Fail fast on unknown zoo names without importing any model code."""
-    unknown = [s for s in selectors if ":" not in s and s not in zoo_names()]
+def validate_selectors(selectors: Iterable[str], *, zoo: dict[str, str] | None = None) -> None:
+    """Fail fast on unknown zoo names without importing any model code (``zoo``: the registered models)."""
+    selectors = list(selectors)
+    names = [s for s in selectors if ":" not in s]
+    known = sorted(_zoo() if zoo is None else zoo) if names else []
+    unknown = [s for s in names if s not in known]
     malformed = [s for s in selectors if ":" in s and not all(s.rpartition(":")[::2])]
     if malformed:
         raise ModelSelectionError(
             f"model selector {malformed[0]!r} must look like package.module:attribute or path/to/model.py:attribute"
         )
     if unknown:
+        available = ", ".join(known) or "none (no zoo is registered; pip install -e . registers the reference zoo)"
         raise ModelSelectionError(
-            f"unknown model {', '.join(map(repr, unknown))}; available: {', '.join(zoo_names())}, "
+            f"unknown model {', '.join(map(repr, unknown))}; available: {available}, "
             "or package.module:attribute for a model of your own"
         )
 
 
 def resolve_models(selectors: Iterable[str], *, trust_code: bool = False) -> list[ModelSpec]:
     """The specs the selectors name, in order; every zoo model when there are none."""
-    from harness_zoo import load_zoo_spec
-
-    selectors = list(selectors) or zoo_names()
-    validate_selectors(selectors)
+    selectors = list(selectors)
+    models = _zoo() if not selectors or any(":" not in s for s in selectors) else {}
+    selectors = selectors or sorted(models)
+    validate_selectors(selectors, zoo=models)
     specs: list[ModelSpec] = []
     for selector in selectors:
         if ":" not in selector:
-            specs.append(load_zoo_spec(selector))
+            specs.extend(specs_from(import_attribute(models[selector]), selector))
         elif is_path_selector(selector):
             specs.extend(_load_path_specs(selector, trust_code=trust_code))
         else:

@@ -1,9 +1,10 @@
 """Throughput and peak memory across batch sizes, for inference and for one training step.
 
-Absolute numbers describe one machine on one afternoon; only ratios to a stored baseline profile,
-taken on the same kind of machine, are gated (:func:`compare_profiles`). Memory is the peak resident
+Absolute numbers describe one machine on one afternoon; only ratios to a stored baseline (the rows of an
+earlier run, saved by :func:`save_perf`), taken on the same kind of machine, are gated (:func:`compare_perf`).
+(These are perf measurements, never called profiles: a "profile" in the harness is a Tier 5 reference profile.) Memory is the peak resident
 set size above the level before the step (sampled from ``/proc/self/statm`` on Linux), or the CUDA
-allocator's peak when the model runs on a GPU. Profiling walks up the batch sizes and stops at the
+allocator's peak when the model runs on a GPU. Measuring walks up the batch sizes and stops at the
 first out-of-memory error, which is recorded, not raised.
 """
 
@@ -20,13 +21,14 @@ from pathlib import Path
 import torch
 
 from harness.adapters import adapter_for
+from harness.io import atomic_write_text
 from harness.spec import ModelSpec
 
 MODES = ("inference", "train-step")
 
 
 @dataclass(frozen=True)
-class ProfileRow:
+class PerfRow:
     """One (mode, batch size) measurement."""
 
     mode: str  # "inference" or "train-step"
@@ -89,7 +91,7 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def profile_model(
+def measure_perf(
     spec: ModelSpec,
     model: torch.nn.Module,
     *,
@@ -98,8 +100,8 @@ def profile_model(
     repeats: int = 3,
     device: str = "cpu",
     seed: int = 0,
-) -> list[ProfileRow]:
-    """Profile inference and one optimizer step at each batch size, up to the first out-of-memory."""
+) -> list[PerfRow]:
+    """Measure inference and one optimizer step at each batch size, up to the first out-of-memory."""
     if not batch_sizes or any(size < 1 for size in batch_sizes):
         raise ValueError(f"batch_sizes must be positive integers, got batch_sizes={batch_sizes}")
     if repeats < 1:
@@ -109,7 +111,7 @@ def profile_model(
     model = model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=1e-6) if spec.capabilities.supports_training and trainable else None
-    rows: list[ProfileRow] = []
+    rows: list[PerfRow] = []
     for mode in MODES:
         if mode == "train-step" and optimizer is None:
             continue
@@ -125,7 +127,7 @@ def profile_model(
             except (RuntimeError, MemoryError) as error:
                 if not _is_out_of_memory(error) and not isinstance(error, MemoryError):
                     raise
-                rows.append(ProfileRow(mode, batch_size, length, float("nan"), 0.0, 0.0, float("nan"), device, True))
+                rows.append(PerfRow(mode, batch_size, length, float("nan"), 0.0, 0.0, float("nan"), device, True))
                 break
     model.eval()
     return rows
@@ -148,7 +150,7 @@ def _step_function(spec: ModelSpec, model: torch.nn.Module, optimizer: torch.opt
     return step
 
 
-def _measure(step, mode: str, batch_size: int, length: int, repeats: int, device: str) -> ProfileRow:
+def _measure(step, mode: str, batch_size: int, length: int, repeats: int, device: str) -> PerfRow:
     step()  # warm-up: allocator caches and lazy initialisation are not the model's cost
     cuda = device.startswith("cuda")
     if cuda:
@@ -165,13 +167,13 @@ def _measure(step, mode: str, batch_size: int, length: int, repeats: int, device
             times.append(time.perf_counter() - started)
     seconds = statistics.median(times)
     memory = (torch.cuda.max_memory_allocated() - baseline) / 2**20 if cuda else rss.megabytes
-    return ProfileRow(
+    return PerfRow(
         mode, batch_size, length, seconds, batch_size / seconds, batch_size * length / seconds, memory, device
     )
 
 
-def compare_profiles(
-    current: list[ProfileRow], baseline: list[ProfileRow], *, max_slowdown: float = 1.5, max_memory_growth: float = 1.5
+def compare_perf(
+    current: list[PerfRow], baseline: list[PerfRow], *, max_slowdown: float = 1.5, max_memory_growth: float = 1.5
 ) -> list[RatioViolation]:
     """Rows whose throughput fell below ``baseline / max_slowdown`` or whose peak memory grew past
     ``baseline * max_memory_growth``; only (mode, batch size) pairs present in both are compared."""
@@ -197,22 +199,19 @@ def compare_profiles(
     return violations
 
 
-def save_profile(rows: list[ProfileRow], path: Path, *, model: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"model": model, "rows": [asdict(row) for row in rows]}, indent=2))
-    os.replace(temporary, path)
+def save_perf(rows: list[PerfRow], path: Path, *, model: str) -> None:
+    atomic_write_text(path, json.dumps({"model": model, "rows": [asdict(row) for row in rows]}, indent=2))
 
 
-def load_profile(path: Path) -> list[ProfileRow]:
-    """Read a profile written by :func:`save_profile`; a corrupt file is a ValueError naming it."""
+def load_perf(path: Path) -> list[PerfRow]:
+    """Read the rows written by :func:`save_perf`; a corrupt file is a ValueError naming it."""
     try:
-        return [ProfileRow(**row) for row in json.loads(Path(path).read_text())["rows"]]
+        return [PerfRow(**row) for row in json.loads(Path(path).read_text())["rows"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a harness profile: {error}") from error
 
 
-def format_table(rows: list[ProfileRow]) -> str:
+def format_table(rows: list[PerfRow]) -> str:
     lines = [f"{'mode':<11} {'batch':>5} {'len':>4} {'ms':>9} {'samples/s':>10} {'tokens/s':>10} {'peak MB':>8}"]
     for row in rows:
         if row.out_of_memory:
@@ -225,7 +224,7 @@ def format_table(rows: list[ProfileRow]) -> str:
     return "\n".join(lines)
 
 
-def plot_profile(rows: list[ProfileRow], path: Path, *, title: str) -> Path:
+def plot_perf(rows: list[PerfRow], path: Path, *, title: str) -> Path:
     """Throughput and peak memory against batch size, one line per mode, as a PNG."""
     import matplotlib
 

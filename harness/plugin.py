@@ -7,7 +7,7 @@ does not use the harness. Importing the plugin only registers the Hypothesis pro
 ``nightly`` (registering selects none) and adds the options.
 
 The harness is *active* in a session, and only then applies its settings (:func:`activate`: the Hypothesis
-profile of :func:`harness.strategies.load_default_profile` unless ``--hypothesis-profile`` chose one,
+profile of :func:`harness.strategies.load_default_hypothesis_profile` unless ``--hypothesis-profile`` chose one,
 ``HF_HUB_OFFLINE=1`` and ``TOKENIZERS_PARALLELISM=false`` unless already set, one OpenMP thread per core on each
 pytest-xdist worker), when the session
 
@@ -98,7 +98,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="import --harness-model path/to/file.py or folder selectors without the static safety scan (read the code first)",
     )
-    group.addoption("--harness-run-id", default=None, metavar="ID", help="run id (default: UTC time + random suffix)")
+    group.addoption(
+        "--harness-run-id",
+        default=None,
+        metavar="ID",
+        help="id of this run of the tiers: its report folder and the report's run_id (default: UTC time + random "
+        "suffix); not an ExperimentDB run id",
+    )
     group.addoption(
         "--harness-seed", default="0", metavar="INT", help="seed of every generated check input. Default: 0"
     )
@@ -122,7 +128,7 @@ class HarnessSession:
     def __init__(self, config: pytest.Config) -> None:
         from harness.checks.base import validate_seed
         from harness.loading import ModelSelectionError, validate_selectors
-        from harness.report import new_run_id
+        from harness.report import new_report_run_id
 
         self.config = config
         self.selectors: list[str] = config.getoption("harness_model")
@@ -130,9 +136,11 @@ class HarnessSession:
             self.seed = validate_seed(config.getoption("harness_seed"))
         except ValueError as error:
             raise pytest.UsageError(f"--harness-seed {error}") from None
-        self.run_id = config.getoption("harness_run_id") or new_run_id()
-        if not self.run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise pytest.UsageError(f"--harness-run-id may hold letters, digits, '-', '_' and '.'; got {self.run_id!r}")
+        self.report_run_id = config.getoption("harness_run_id") or new_report_run_id()
+        if not self.report_run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise pytest.UsageError(
+                f"--harness-run-id may hold letters, digits, '-', '_' and '.'; got {self.report_run_id!r}"
+            )
         self.report_path = self._report_path()
         if self.is_controller and self.report_path.exists():
             remedy = "another --junitxml folder" if config.getoption("xmlpath", None) else "another --harness-run-id"
@@ -154,7 +162,11 @@ class HarnessSession:
 
     def _report_path(self) -> Path:
         xml_path = self.config.getoption("xmlpath", None)
-        folder = Path(xml_path).parent if xml_path else Path(self.config.getoption("harness_report_dir")) / self.run_id
+        folder = (
+            Path(xml_path).parent
+            if xml_path
+            else Path(self.config.getoption("harness_report_dir")) / self.report_run_id
+        )
         return folder / "report.json"
 
     def _resolve(self) -> list[ModelSpec]:
@@ -223,7 +235,7 @@ class HarnessSession:
 
         workers = int(getattr(self.config.option, "numprocesses", 0) or 0)
         report = build_report(
-            self.run_id, list(self.rows.values()), environment(settings.get_current_profile_name(), workers)
+            self.report_run_id, list(self.rows.values()), environment(settings.get_current_profile_name(), workers)
         )
         from harness.loading import PROVENANCE
 
@@ -239,7 +251,7 @@ class HarnessSession:
 
             with ExperimentDB(self.config.getoption("harness_db")) as db:
                 for row in report["rows"]:
-                    db.record_check(run_id=None, row={**row, "report_run_id": self.run_id})
+                    db.record_check(run_id=None, row={**row, "report_run_id": self.report_run_id})
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -282,7 +294,7 @@ def apply_settings(config: pytest.Config | None = None) -> None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline by default: nothing downloads at run time
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    harness.strategies.load_default_profile()
+    harness.strategies.load_default_hypothesis_profile()
 
 
 def activate(config: pytest.Config) -> HarnessSession:

@@ -23,10 +23,17 @@ TASKS: dict[str, tuple[str, ...]] = {
     "text-embedding": ("vocab_size", "max_length", "embedding_dim"),
     "image-classification": ("image_size", "num_classes"),
 }
-"""Tasks with a built-in adapter (see ``harness.adapters``), each with the InputSpace fields it needs."""
+"""Every task a ModelSpec may name, with the InputSpace fields it needs: the built-in adapters' ``required_inputs``
+(copied here so this module imports without torch; a test keeps them equal), plus each task registered with
+:func:`harness.adapters.register_adapter`."""
 
-SEQUENCE_TASKS = frozenset(task for task, fields in TASKS.items() if "max_length" in fields)
-"""Tasks whose inputs are token sequences with a length dimension."""
+
+def register_task(task: str, required_inputs: tuple[str, ...] = ()) -> None:
+    """Let ModelSpecs name ``task``, requiring the given InputSpace fields (``register_adapter`` calls this)."""
+    unknown = [name for name in required_inputs if name not in {f.name for f in dataclasses.fields(InputSpace)}]
+    if not task or unknown:
+        raise SpecError(f"register_task needs a task name and InputSpace fields; got {task!r}, {required_inputs!r}")
+    TASKS[task] = tuple(required_inputs)
 
 
 class SpecError(ValueError):
@@ -94,12 +101,14 @@ class ModelSpec:
     """How to build a model and what it claims; the unit every check and suite is parametrized over."""
 
     name: str  # unique, used in test ids and report rows
-    task: str  # one of TASKS, selects the adapter
+    task: str  # one of TASKS (registered with harness.adapters.register_adapter), selects the adapter
     build: Callable[[], torch.nn.Module]  # returns a fresh model; called after torch.manual_seed(seed)
     inputs: InputSpace = field(default_factory=InputSpace)
     capabilities: Capabilities = field(default_factory=Capabilities)
     init: InitSpec = field(default_factory=InitSpec)
     tokenizer: Callable[[], Any] | None = None  # returns the model's tokenizer, if it has one
+    real_data: Callable[[], Mapping[str, torch.Tensor]] | None = None  # returns real labelled examples as one batch
+    #   (every tensor (N, ...)), e.g. harness.data.digit_examples; text tasks read real text through `tokenizer`
     recipe: Any = None  # a harness.training TrainingRecipe: the user's optimizer, freeze, scheduler, loss (Tier 3)
     memory: Callable[[Any], Any] | None = None  # model -> its external memory's public interface (Tier 2)
     expected_failures: Mapping[str, str] = field(default_factory=dict)  # {check name: reason}

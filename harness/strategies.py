@@ -1,7 +1,7 @@
 """Hypothesis strategies for model inputs, bounded by a ModelSpec's input space, and the profiles.
 
 Profiles (registered on import, loaded by none: ``--hypothesis-profile NAME`` selects one, and a harness
-session that chose none gets :func:`load_default_profile`'s):
+session that chose none gets :func:`load_default_hypothesis_profile`'s):
 
 - ``dev``: the default; few examples, fast local feedback.
 - ``ci``: derandomized (the same examples on every run), no deadline, bounded examples, no database.
@@ -17,9 +17,9 @@ from typing import Literal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from harness.spec import SEQUENCE_TASKS, ModelSpec
+from harness.spec import ModelSpec
 
-PROFILES: dict[str, settings] = {
+HYPOTHESIS_PROFILES: dict[str, settings] = {
     "dev": settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow]),
     "ci": settings(
         max_examples=12,
@@ -31,11 +31,11 @@ PROFILES: dict[str, settings] = {
     ),
     "nightly": settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]),
 }
-for _name, _profile in PROFILES.items():
+for _name, _profile in HYPOTHESIS_PROFILES.items():
     settings.register_profile(_name, _profile)  # harmless for any session: registering selects nothing
 
 
-def load_default_profile() -> str:
+def load_default_hypothesis_profile() -> str:
     """Load ``HYPOTHESIS_PROFILE``, else ``ci`` where ``CI`` is set, else ``dev``, unless a profile other than
     Hypothesis's ``default`` is already loaded (one chosen with ``--hypothesis-profile`` is never overridden).
 
@@ -84,8 +84,10 @@ class BatchShape:
 def batch_shapes(
     spec: ModelSpec, *, max_size: int | None = None, max_length: int | None = None
 ) -> st.SearchStrategy[BatchShape]:
-    """Batch shapes over the whole input space (length fixed at 1 for non-sequence tasks)."""
-    lengths = sequence_lengths(spec, max_length=max_length) if spec.task in SEQUENCE_TASKS else st.just(1)
+    """Batch shapes over the whole input space (length fixed at 1 for tasks whose adapter takes no sequences)."""
+    from harness.adapters import adapter_for
+
+    lengths = sequence_lengths(spec, max_length=max_length) if adapter_for(spec).sequence else st.just(1)
     return st.builds(BatchShape, batch_sizes(spec, max_size=max_size), lengths)
 
 

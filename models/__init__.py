@@ -1,8 +1,11 @@
-"""The reference model zoo: one module per model family, each exposing ModelSpecs.
+"""The reference model zoo: one module per model family, each exposing ModelSpecs and holding its own pieces.
 
 ``ZOO`` maps a model name to ``"module:attribute"`` so that listing and validating names never
-imports torch; :func:`load_zoo_spec` imports the one that is asked for (through the harness's
-loader, so this package holds only model code and data: it passes the model-code safety scan).
+imports torch. The zoo registers itself with the harness (the harness never imports it): pyproject.toml
+names ``ZOO`` in the entry-point group ``harness.zoo``, which :mod:`harness.registry` reads. A model's own
+training pieces live beside it (``multimode_gpt_losses``: its loss modifiers; ``multimode_gpt_schedule``: its
+head/body transfer-learning schedule). :func:`load_zoo_spec` imports the spec that is asked for (through the
+harness's loader, so this package holds only model code and data: it passes the model-code safety scan).
 """
 
 from __future__ import annotations

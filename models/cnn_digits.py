@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.data import digit_examples
 from harness.spec import InputSpace, ModelSpec
 
 IMAGE_SIZE = (1, 8, 8)  # channels, height, width of load_digits images
@@ -46,5 +47,6 @@ SPEC = ModelSpec(
     task="image-classification",
     build=DigitsCNN,
     inputs=InputSpace(image_size=IMAGE_SIZE, num_classes=NUM_CLASSES),
+    real_data=digit_examples,  # load_digits: the images this model is for
     description="two-layer CNN with batch norm for sklearn's 8x8 digits",
 )

@@ -26,9 +26,9 @@ to itself, so a padded query's row is never empty and stays finite. ``position_i
 ``cumsum(attention_mask) - 1`` (clamped at 0): left padding does not shift positions. One ignore index
 (``config.ignore_index``, -100) in every mode.
 
-Loss modifiers (``harness.training.loss_modifiers``) are set by three config fields and wired per mode
+Loss modifiers (``multimode_gpt_losses``, this model's own) are set by three config fields and wired per mode
 by ``MODIFIERS_BY_MODE``; a non-zero setting for a mode it does not apply to is rejected when the config
-is built (:class:`~harness.training.loss_modifiers.ModifierNotApplicable`, naming field and mode):
+is built (:class:`~multimode_gpt_losses.ModifierNotApplicable`, naming field and mode):
 
 =====================  ==============================  ==============  ================  ===============
 modifier               config field                    language-model  token-classifier  sequence-scorer
@@ -39,13 +39,15 @@ mask-ratio weight      ``mask_ratio_power`` (gamma)    yes             yes      
 =====================  ==============================  ==============  ================  ===============
 
 For the language model the mask ratio counts shifted targets: scored labels ``labels[:, 1:]`` over real
-target positions ``attention_mask[:, 1:]``. Composition and normalisation: see the loss_modifiers module.
+target positions ``attention_mask[:, 1:]``. Composition and normalisation: see the multimode_gpt_losses module.
 
 Transfer learning: :meth:`MultiModeGPT.init_from_checkpoint` copies the body (``transformer.*``) from a
 checkpoint of any mode and returns a :class:`TransferReport`; :meth:`~MultiModeGPT.freeze_transformer` /
 :meth:`~MultiModeGPT.unfreeze_transformer`; :func:`configure_optimizers` (AdamW, groups "head" and
-"body") and :func:`add_unfrozen_parameters` (after unfreezing). In language-model mode the only head is
-tied to ``transformer.wte``, so it belongs to the body: freezing the transformer freezes it too.
+"body") and :func:`add_unfrozen_parameters` (after unfreezing); the head/body schedule that drives those
+groups is ``multimode_gpt_schedule`` (scheduler ``"transfer-learning"``, named in the training recipe). In
+language-model mode the only head is tied to ``transformer.wte``, so it belongs to the body: freezing the
+transformer freezes it too.
 """
 
 from __future__ import annotations
@@ -63,14 +65,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.spec import Capabilities, InputSpace, ModelSpec
-from harness.training.loss_modifiers import (
+from harness.training.recipe import TrainingRecipe
+
+from . import multimode_gpt_schedule
+from .multimode_gpt_losses import (
     EntropyWeighting,
     LabelSmoothing,
     LossPipeline,
     MaskRatioWeighting,
     ModifierNotApplicable,
 )
-from harness.training.recipe import TrainingRecipe
 
 MODES: tuple[str, ...] = ("language-model", "token-classifier", "sequence-scorer")
 TASK_OF_MODE: dict[str, str] = {
@@ -84,7 +88,7 @@ MODIFIERS_BY_MODE: dict[str, tuple[str, ...]] = {
     "token-classifier": ("label_smoothing", "entropy_weighting", "mask_ratio"),
     "sequence-scorer": ("entropy_weighting",),
 }
-"""Mode -> the loss modifiers (``harness.training.loss_modifiers`` names) that apply to it."""
+"""Mode -> the loss modifiers (``multimode_gpt_losses`` names) that apply to it."""
 MODIFIER_FIELDS: dict[str, str] = {
     "label_smoothing": "label_smoothing",
     "entropy_weighting": "entropy_weighting",
@@ -525,6 +529,7 @@ def training_recipe(mode: str) -> TrainingRecipe:
         unfreeze=recipe_unfreeze if own_freeze else None,
         add_unfrozen=add_unfrozen_parameters,
         name=f"multimode-gpt {mode}",
+        schedules=(multimode_gpt_schedule.CONTRACT,),  # its head/body transfer-learning schedule
     )
 
 

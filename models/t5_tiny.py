@@ -1,4 +1,4 @@
-"""t5-tiny: a transformers T5 with the Flan-T5 architecture (gated-GELU, untied head), random init.
+"""t5-tiny: a transformers T5 with the Flan-T5 architecture (gated-GELU; transformers 5 ties the head), random init.
 
 2 encoder and 2 decoder layers, 2 heads, 64 dims. It shares gpt2-tiny's BPE tokenizer (trained on
 ``pydoc_data.topics``); the pad token doubles as the decoder start token, as in T5.

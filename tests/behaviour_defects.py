@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.data import digit_examples
 from harness.spec import Capabilities, InputSpace, ModelSpec
 
 VOCAB_SIZE = 32
@@ -271,5 +272,6 @@ def cnn_spec(defect: str | None = None) -> ModelSpec:
         task="image-classification",
         build=functools.partial(BehaviourCNN, defect),
         inputs=InputSpace(image_size=IMAGE_SIZE, num_classes=NUM_CLASSES, max_batch_size=8),
+        real_data=digit_examples,
         description=f"tiny behaviour CNN; defect: {CNN_DEFECTS.get(defect, 'none')}",
     )

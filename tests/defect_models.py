@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.data import digit_examples
 from harness.spec import Capabilities, InputSpace, ModelSpec
 
 VOCAB_SIZE = 32
@@ -309,5 +310,6 @@ def image_spec(defect: str | None = None, *, name: str | None = None) -> ModelSp
         task="image-classification",
         build=functools.partial(TinyImageClassifier, defect=defect),
         inputs=InputSpace(image_size=IMAGE_SIZE, num_classes=NUM_CLASSES, max_batch_size=4),
+        real_data=digit_examples,
         description=f"tiny hand-written image classifier; defect: {IMAGE_DEFECTS.get(defect, 'none')}",
     )

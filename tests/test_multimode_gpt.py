@@ -12,8 +12,6 @@ import torch
 
 from harness.result import Status
 from harness.runner import check_model
-from harness.training.loss_modifiers import APPLICABILITY, ModifierNotApplicable
-from harness.training.schedulers import TransferLearningSchedule, transfer_learning
 from harness_zoo.multimode_gpt import (
     LM_SPEC,
     MODES,
@@ -27,6 +25,8 @@ from harness_zoo.multimode_gpt import (
     build_spec,
     configure_optimizers,
 )
+from harness_zoo.multimode_gpt_losses import APPLICABILITY, ModifierNotApplicable
+from harness_zoo.multimode_gpt_schedule import TransferLearningSchedule, transfer_learning
 
 IGNORE = -100
 SECOND_SIZES = {

@@ -193,3 +193,16 @@ def test_the_plugins_error_row_is_valid():
     report = build_report("r", [row], _env())
     assert report["summary"]["error"] == 1
     validate_report(report)
+
+
+def test_torch_is_recorded_with_its_build_label(monkeypatch):
+    """PyPI's CUDA wheels say 2.14.1 in their metadata and 2.14.1+cu130 in torch.__version__: the report keeps
+    the build (found by .ci/latest on torch 2.14.1)."""
+    import sys
+    import types
+
+    from harness.versions import package_version
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(__version__="2.14.1+cu130"))
+    assert package_version("torch") == "2.14.1+cu130"
+    assert environment("ci", 0)["packages"]["torch"] == "2.14.1+cu130"

@@ -15,13 +15,12 @@ from harness.training.schedulers import (
     SCHEDULERS,
     CosineWithWarmup,
     PlateauAdaptive,
-    TransferLearningSchedule,
     WarmupOnly,
     cosine_with_warmup,
     plateau_adaptive,
-    transfer_learning,
     warmup_only,
 )
+from harness_zoo.multimode_gpt_schedule import TransferLearningSchedule, transfer_learning  # registers it
 
 EXACT = 1e-12
 

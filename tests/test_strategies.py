@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from harness.spec import TASKS, InputSpace, ModelSpec
 from harness.strategies import (
-    PROFILES,
+    HYPOTHESIS_PROFILES,
     BatchShape,
     PaddingLayout,
     batch_shapes,
@@ -207,6 +207,10 @@ def test_padding_layouts_without_room_for_padding_is_a_clear_error() -> None:
 
 
 def test_profiles_registered() -> None:
-    assert {"dev", "ci", "nightly"} <= set(PROFILES)
-    assert PROFILES["ci"].derandomize and PROFILES["ci"].database is None and PROFILES["ci"].deadline is None
-    assert PROFILES["nightly"].max_examples > PROFILES["ci"].max_examples
+    assert {"dev", "ci", "nightly"} <= set(HYPOTHESIS_PROFILES)
+    assert (
+        HYPOTHESIS_PROFILES["ci"].derandomize
+        and HYPOTHESIS_PROFILES["ci"].database is None
+        and HYPOTHESIS_PROFILES["ci"].deadline is None
+    )
+    assert HYPOTHESIS_PROFILES["nightly"].max_examples > HYPOTHESIS_PROFILES["ci"].max_examples

@@ -35,7 +35,11 @@ TIER1_CHECKS = (
     "save_load_roundtrip",
     "loss_oracle",
 )
-SEQUENCE_ONLY = {"padding_invariance", "causality"}  # not applicable to image classifiers
+LANGUAGE_CHECKS = tuple(
+    name for name, check in CHECKS.items() if check.function.__module__ == "harness.checks.language"
+)
+"""Tier 1's language-path checks, registered after the invariants; their defects: tests/test_language_checks.py."""
+SEQUENCE_ONLY = {"padding_invariance", "causality", *LANGUAGE_CHECKS}  # not applicable to image classifiers
 
 FAMILIES: dict[str, Callable[..., ModelSpec]] = {"causal": causal_spec, "image": image_spec}
 
@@ -132,6 +136,12 @@ CLEAN: tuple[Planted, ...] = (
 
 def _run(check: str, spec: ModelSpec) -> CheckResult:
     return run_check(CHECKS[check], spec, spec.build_model(), CheckOptions())
+
+
+def _invariant_results(spec: ModelSpec) -> list[CheckResult]:
+    """The invariants (TIER1_CHECKS) on one model, as check_model runs them."""
+    model = spec.build_model()
+    return [run_check(CHECKS[name], spec, model, CheckOptions()) for name in TIER1_CHECKS]
 
 
 def _assert_reported(result: CheckResult, spec: ModelSpec, check: str) -> None:
@@ -289,8 +299,7 @@ def test_checks_stay_within_min_length(check: str) -> None:
 
 @pytest.mark.parametrize("planted", PLANTED + CLEAN, ids=lambda p: p.id.removeprefix("-"))
 def test_defect_trips_exactly_the_expected_checks(planted: Planted) -> None:
-    results = harness.check_model(planted.spec())
-    assert [r.check for r in results] == list(TIER1_CHECKS)
+    results = _invariant_results(planted.spec())
     failed = {r.check for r in results if r.status is Status.FAILED}
     expected = planted.fails - {""}
     assert failed == expected, "\n".join(r.message for r in results if r.check in failed ^ expected)
@@ -302,10 +311,11 @@ def test_defect_trips_exactly_the_expected_checks(planted: Planted) -> None:
 
 def test_check_model_clean_causal_spec_all_passed() -> None:
     results = harness.check_model(causal_spec())
-    assert [r.check for r in results] == list(TIER1_CHECKS)
-    assert all(r.status is Status.PASSED for r in results), [
+    assert [r.check for r in results] == list(TIER1_CHECKS + LANGUAGE_CHECKS)
+    assert all(r.status is Status.PASSED for r in results[: len(TIER1_CHECKS)]), [
         r.message for r in results if r.status is not Status.PASSED
     ]
+    assert not [r.message for r in results if r.status is Status.FAILED]  # language checks: passed or skipped
 
 
 def test_check_model_clean_image_spec_passes_or_skips_sequence_checks() -> None:
@@ -321,7 +331,7 @@ def test_check_model_reference_zoo_has_no_failures(name: str) -> None:
 
     spec = harness_zoo.load_zoo_spec(name)
     results = harness.check_model(spec)
-    assert [r.check for r in results] == list(TIER1_CHECKS)
+    assert [r.check for r in results] == list(TIER1_CHECKS + LANGUAGE_CHECKS)
     assert not [r.message for r in results if r.status is Status.FAILED]
     for result in results:
         if result.status is Status.SKIPPED:
@@ -333,12 +343,12 @@ def test_check_model_reference_zoo_has_no_failures(name: str) -> None:
 
 def test_catalog_holds_exactly_the_tier1_checks() -> None:
     tier1 = [name for name, check in CHECKS.items() if check.tier == 1]
-    assert sorted(tier1) == sorted(TIER1_CHECKS)
-    assert tier1 == list(TIER1_CHECKS)  # registration order is the report order
+    assert sorted(tier1) == sorted(TIER1_CHECKS + LANGUAGE_CHECKS)
+    assert tier1 == list(TIER1_CHECKS + LANGUAGE_CHECKS)  # registration order is the report order
 
 
 def test_every_tier1_check_has_a_planted_defect() -> None:
-    covered = {planted.check for planted in PLANTED}
+    covered = {planted.check for planted in PLANTED} | set(LANGUAGE_CHECKS)  # theirs: test_language_checks.py
     missing = sorted(name for name, check in CHECKS.items() if check.tier == 1 and name not in covered)
     assert not missing, f"Tier 1 checks without a planted defect in PLANTED: {missing}"
 

@@ -6,14 +6,15 @@ exactly one defect.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 from scipy.stats import binomtest
 
-from harness.checks import CHECKS, CheckOptions, behaviour, run_check
-from harness.checks.behaviour import block_lists, wilson_interval
+from harness.checks import CHECKS, CheckOptions, run_check
+from harness.checks.ablation import block_lists
+from harness.checks.options import BehaviourOptions
+from harness.checks.robustness import wilson_interval
 from harness.result import CheckResult, Status
 from harness.spec import ModelSpec
 from tests.behaviour_defects import CNN_DEFECTS, LM_DEFECTS, BehaviourLM, cnn_spec, lm_spec
@@ -40,8 +41,11 @@ PLANTED: tuple[tuple[str, ModelSpec], ...] = (
 )
 
 
-def _run(check: str, spec: ModelSpec) -> CheckResult:
-    return run_check(CHECKS[check], spec, spec.build_model(), CheckOptions())
+BOUNDS = CheckOptions().behaviour  # the default Tier 2 bounds
+
+
+def _run(check: str, spec: ModelSpec, options: CheckOptions | None = None) -> CheckResult:
+    return run_check(CHECKS[check], spec, spec.build_model(), options or CheckOptions())
 
 
 def _assert_reported(result: CheckResult, spec: ModelSpec, check: str) -> None:
@@ -127,10 +131,10 @@ def test_attribution_reports_steps_error_bound_and_top_positions() -> None:
     result = _run("attribution_completeness", lm_spec())
     details = result.details
     assert all(steps >= 64 for steps in details["steps"]) and details["rule"] == "trapezoid"
-    assert max(details["discretisation_error_bounds"]) <= behaviour.CONFIG.max_ig_relative_error
+    assert max(details["discretisation_error_bounds"]) <= BOUNDS.max_ig_relative_error
     assert details["future_attribution"] == 0.0  # exactly zero, not merely small
     for example in details["examples"]:
-        assert len(example["top_positions"]) == behaviour.CONFIG.top_positions
+        assert len(example["top_positions"]) == BOUNDS.top_positions
         assert all(position <= 8 for position in example["top_positions"])  # position 8 of 16 is read
 
 
@@ -167,13 +171,13 @@ def test_wilson_interval_rejects_an_empty_sample() -> None:
 def test_flip_rate_reports_rate_interval_and_sample() -> None:
     result = _run("perturbation_flip_rate", lm_spec("token_hash"))
     rate = result.details["perturbations"]["token_substitution"]
-    assert rate["rate"] == 1.0 and rate["ci_low"] > behaviour.CONFIG.max_flip_rate
-    assert rate["n"] == behaviour.CONFIG.perturbation_samples == result.sample_size
+    assert rate["rate"] == 1.0 and rate["ci_low"] > BOUNDS.max_flip_rate
+    assert rate["n"] == BOUNDS.perturbation_samples == result.sample_size
 
 
-def test_flip_rate_is_inconclusive_when_the_sample_cannot_decide(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(behaviour, "CONFIG", dataclasses.replace(behaviour.CONFIG, perturbation_samples=5))
-    result = _run("perturbation_flip_rate", lm_spec())
+def test_flip_rate_is_inconclusive_when_the_sample_cannot_decide() -> None:
+    small = CheckOptions(behaviour=BehaviourOptions(perturbation_samples=5))
+    result = _run("perturbation_flip_rate", lm_spec(), small)
     assert result.status is Status.INCONCLUSIVE, result.message
     assert "cannot decide" in result.got
 

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 from harness.checks import CHECKS, CheckOptions, run_check
 from harness.export import exports_for
 from harness.result import Status
-from tests.export_defects import classifier_spec, script_divergent_spec, tagger_spec
+from tests.export_defects import causal_lm_spec, classifier_spec, script_divergent_spec
 
 PARITY_CHECKS = ("torchscript_parity", "onnx_parity", "onnx_optimized_parity")
 
@@ -41,7 +41,7 @@ def test_tier4_catalog():
 
 
 @pytest.mark.parametrize("check", [*PARITY_CHECKS, "onnx_int8_parity", "onnx_int8_accuracy", "latency_ratios"])
-@pytest.mark.parametrize("make_spec", [tagger_spec, classifier_spec], ids=["tagger", "classifier"])
+@pytest.mark.parametrize("make_spec", [causal_lm_spec, classifier_spec], ids=["causal-lm", "classifier"])
 def test_clean_models_pass(check, make_spec, options):
     spec = make_spec()
     result = run(check, spec, options)
@@ -60,7 +60,7 @@ def test_clean_models_pass(check, make_spec, options):
 
 @pytest.mark.parametrize("check", ["torchscript_parity", "onnx_parity"])
 def test_size_baked_in_at_export_time_is_flagged(check, options):
-    spec = tagger_spec("baked_length")
+    spec = causal_lm_spec("baked_length")
     result = run(check, spec, options)
     assert_flagged(result, spec)
     assert "shape" in result.got  # the failing shape is named
@@ -68,7 +68,7 @@ def test_size_baked_in_at_export_time_is_flagged(check, options):
 
 
 def test_perturbed_onnx_initializer_is_flagged(options):
-    spec = tagger_spec()
+    spec = causal_lm_spec()
     model = spec.build_model()
     record = exports_for(spec, model, options.artifacts_dir).record("onnx")
     graph = onnx.load(str(record.path))
@@ -98,7 +98,7 @@ def test_int8_accuracy_collapse_is_flagged(options):
     assert result.sample_size == 256
 
 
-@pytest.mark.parametrize("make_spec", [tagger_spec, classifier_spec], ids=["tagger", "classifier"])
+@pytest.mark.parametrize("make_spec", [causal_lm_spec, classifier_spec], ids=["causal-lm", "classifier"])
 def test_int8_file_worse_than_its_quantization_is_flagged(make_spec, options):
     """Every weight scale of the int8 file off by 30%: the same weights, quantized, explain far less error."""
     spec = make_spec()

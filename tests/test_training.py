@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.config import ConfigError
 from harness.store import ExperimentDB
-from harness.training.config import ConfigError, TrainingConfig, config_hash
+from harness.training.config import TrainingConfig, config_hash
 from harness.training.data import text_rows, training_data, wikitext_files
 from harness.training.presets import PRESETS, preset
 from harness.training.runs import grid_points, run_grid_sweep, train

@@ -44,7 +44,7 @@ def test_adapters_are_reusable_through_the_model_option(tmp_path):
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-2000:]
     rows = json.loads((tmp_path / "report.json").read_text())["rows"]
     assert {row["model"] for row in rows} == {spec.name for spec in VARIANTS}
-    assert not [row for row in rows if row["status"] == "failed"]
+    assert not [row for row in rows if row["status"] == "failed" and not row["details"].get("expected_failure")]
 
 
 def test_gpt2_tiny_tokenizer_is_real_and_round_trips():

@@ -6,6 +6,7 @@ nothing here is the zoo's own model object, only the same conventions.
 
 from __future__ import annotations
 
+from harness.data import digit_examples
 from harness.spec import Capabilities, InputSpace, ModelSpec
 from harness_zoo.cnn_digits import DigitsCNN
 from harness_zoo.multimode_gpt import MultiModeGPTConfig, build_spec
@@ -50,6 +51,10 @@ SPECS = [
         build=t5_variant,
         inputs=InputSpace(vocab_size=200, max_length=24, pad_id=0),
         capabilities=Capabilities(is_causal=True, has_attention_mask=True),
+        expected_failures={  # a transformers bug (5.24), not the adapter's: 1 encoder layer, 3 decoder layers
+            "generation_equivalence": "transformers sizes generate()'s cache by num_layers, not num_decoder_layers: "
+            "generate(use_cache=True) raises IndexError in cache_utils"
+        },
     ),
     ModelSpec(
         name="bert-embedding-variant",
@@ -63,6 +68,7 @@ SPECS = [
         task="image-classification",
         build=lambda: DigitsCNN(channels=6, num_classes=4),
         inputs=InputSpace(image_size=(1, 8, 8), num_classes=4),
+        real_data=digit_examples,
     ),
     *(
         build_spec(

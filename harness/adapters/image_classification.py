@@ -1,21 +1,27 @@
 """Adapter for image classifiers following the Hugging Face convention.
 
 ``forward(pixel_values, labels=None)`` returning ``.logits`` of shape (batch, num_classes) and, given
-labels, ``.loss``: the mean cross-entropy over the batch.
+labels, ``.loss``: the mean cross-entropy over the batch. Real images are what the spec declares
+(``ModelSpec.real_data``, e.g. :func:`harness.data.digit_examples`); the harness has none of its own.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from harness.adapters.base import Batch, logits_of, loss_of
+from harness.adapters.base import Adapter, Batch, logits_of, loss_of
+from harness.adapters.scoring import mean_masked_nll
 from harness.spec import ModelSpec
 
 
-class ImageClassificationAdapter:
+class ImageClassificationAdapter(Adapter):
     task = "image-classification"
-    sequence = False
-    per_token_outputs = False
+    required_inputs = ("image_size", "num_classes")
+    export_keys = ("pixel_values",)
+    evaluation = "examples"
+    real_batch_size = 256  # small images: many real examples cost little
 
     def make_batch(self, spec: ModelSpec, *, batch_size: int, length: int, generator: torch.Generator) -> Batch:
         """Standard-normal pixels (the models take normalised images); ``length`` is ignored."""
@@ -32,11 +38,17 @@ class ImageClassificationAdapter:
 
     def reference_loss(self, spec: ModelSpec, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean over the batch of ``-log softmax(logits)[label]``, ignored labels excluded."""
-        labels = batch["labels"]
-        keep = labels != spec.inputs.ignore_index  # (B,)
-        log_probs = torch.log_softmax(logits.double(), dim=-1)  # (B, K)
-        nll = -log_probs.gather(-1, labels.masked_fill(~keep, 0).unsqueeze(-1)).squeeze(-1)  # (B,)
-        return (nll * keep).sum() / keep.sum()
+        return mean_masked_nll(logits, batch["labels"], spec.inputs.ignore_index)  # (B,)
 
     def output_shape(self, spec: ModelSpec, batch: Batch) -> tuple[int, ...]:
         return (batch["pixel_values"].shape[0], spec.inputs.num_classes)
+
+    def profile_features(
+        self, spec: ModelSpec, model: torch.nn.Module, batch: Batch, *, own_embedding: bool
+    ) -> dict[str, list[Any]]:
+        """The mean pixel of each image, then the class distribution (and the logits as the embedding)."""
+        intensity = batch["pixel_values"].flatten(1).mean(1).tolist()  # (B, C, H, W) -> (B,)
+        return {
+            "input_intensity": intensity,
+            **super().profile_features(spec, model, batch, own_embedding=own_embedding),
+        }

@@ -10,11 +10,13 @@ from shifting the labels right behind ``pad_id``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from harness.adapters.base import Batch, logits_of, loss_of
+from harness.adapters.base import Batch, TextExample, hidden_states_of
+from harness.adapters.scoring import mean_masked_nll
 from harness.adapters.sequence import PaddingSide, SequenceAdapter
-from harness.adapters.text_embedding import hidden_states_of
 from harness.spec import ModelSpec
 
 
@@ -27,9 +29,14 @@ def shift_right(labels: torch.Tensor, start_id: int, ignore_index: int) -> torch
 
 class Seq2SeqLMAdapter(SequenceAdapter):
     task = "seq2seq-lm"
-    causal_key = "labels"  # the decoder stream is the causal one
+    required_inputs = ("vocab_size", "max_length")
+    causal_key = "labels"  # the decoder stream is the causal one, and the one the outputs follow
     causal_shift = 1  # label t is decoder input t+1 (shifted right), so outputs <= t must not see it
     bidirectional_key = "input_ids"  # the encoder must see every source token
+    export_keys = ("input_ids", "attention_mask", "labels")  # labels -> decoder inputs inside the graph
+    evaluation = "tokens"
+    real_text = "labelled"  # a text's continuation is its target
+    windows_per_example = 2  # a source window and the window that follows it
 
     def labels(self, spec: ModelSpec, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return torch.randint(0, spec.inputs.vocab_size, input_ids.shape, generator=generator)  # (B, T)
@@ -40,24 +47,24 @@ class Seq2SeqLMAdapter(SequenceAdapter):
             return prepare(labels=labels)
         return shift_right(labels, spec.inputs.pad_id, spec.inputs.ignore_index)
 
-    def forward(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    def forward_inputs(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         inputs = self.model_inputs(spec, model, batch)
-        return logits_of(model(**inputs, decoder_input_ids=self.decoder_input_ids(spec, model, batch["labels"])))
+        return {**inputs, "decoder_input_ids": self.decoder_input_ids(spec, model, batch["labels"])}
 
-    def model_loss(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        return loss_of(model(**self.model_inputs(spec, model, batch), labels=batch["labels"]))
+    def hidden_states(self, output: Any) -> torch.Tensor | None:
+        """The encoder's last hidden states: a representation of the source."""
+        return getattr(output, "encoder_last_hidden_state", None)
 
     def reference_loss(self, spec: ModelSpec, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Token-weighted mean cross-entropy of decoder position t predicting label t, ignored labels excluded."""
-        labels = batch["labels"]  # (B, T)
-        keep = labels != spec.inputs.ignore_index  # (B, T)
-        log_probs = torch.log_softmax(logits.double(), dim=-1)  # (B, T, V)
-        token_nll = -log_probs.gather(-1, labels.masked_fill(~keep, 0).unsqueeze(-1)).squeeze(-1)  # (B, T)
-        return (token_nll * keep).sum() / keep.sum()
+        return mean_masked_nll(logits, batch["labels"], spec.inputs.ignore_index)  # (B, T)
 
     def output_shape(self, spec: ModelSpec, batch: Batch) -> tuple[int, ...]:
         batch_size, target_length = batch["labels"].shape
         return (batch_size, target_length, spec.inputs.vocab_size)
+
+    def scored_positions(self, spec: ModelSpec, batch: Batch) -> torch.Tensor:
+        return batch["labels"] != spec.inputs.ignore_index  # (B, S): the decoder outputs follow the labels
 
     def bidirectional_outputs(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """The encoder's last hidden states (B, S, H), from ``model.get_encoder()``.
@@ -68,7 +75,7 @@ class Seq2SeqLMAdapter(SequenceAdapter):
         if not hasattr(model, "get_encoder"):
             raise TypeError(f"{spec.name}: a seq2seq-lm model must expose get_encoder() (the Hugging Face convention)")
         encoder_inputs = self.model_inputs(spec, model, batch)
-        return hidden_states_of(model.get_encoder()(**encoder_inputs))
+        return hidden_states_of(model.get_encoder()(**encoder_inputs))  # (B, S, H)
 
     def pad(self, spec: ModelSpec, batch: Batch, *, amount: int, side: PaddingSide) -> Batch:
         """Pad the encoder inputs only; the decoder stream (labels) is left as it is."""
@@ -78,3 +85,19 @@ class Seq2SeqLMAdapter(SequenceAdapter):
     def real_outputs(self, outputs: torch.Tensor, *, amount: int, side: PaddingSide, length: int) -> torch.Tensor:
         """Encoder padding leaves every decoder output real."""
         return outputs
+
+    def text_example(self, spec: ModelSpec, ids: list[int], *, limit: int) -> TextExample | None:
+        """The first half of a text's first ``2 * limit`` tokens is the source, the second half the target."""
+        ids = ids[: 2 * limit]
+        half = len(ids) // 2
+        return (ids[:half], ids[half : 2 * half]) if half >= 1 else None
+
+    def text_labels(
+        self, spec: ModelSpec, input_ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor | None
+    ) -> torch.Tensor:
+        return targets  # (B, S)
+
+    def window_batch(self, spec: ModelSpec, windows: torch.Tensor) -> Batch:
+        """Pairs of consecutive windows: each source window, and the window that follows it as its target."""
+        source, target = windows[0::2], windows[1::2]  # (R/2, T) each
+        return {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": target}

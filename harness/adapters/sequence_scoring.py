@@ -7,7 +7,8 @@ that are not ``ignore_index``. One ignore index for every task: the loss oracle 
 it whatever the task, and a scorer excludes those samples from its mean as a classifier excludes tokens.
 
 Outputs are pooled (no length dimension), so padding leaves the whole output unchanged and labels,
-having no length dimension, are never padded.
+having no length dimension, are never padded. Real text carries no scores: there is no real data, and no
+likelihood to evaluate.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from harness.spec import ModelSpec
 
 class SequenceScoringAdapter(SequenceAdapter):
     task = "sequence-scoring"
+    required_inputs = ("vocab_size", "max_length")
     per_token_outputs = False
+    output_kind = "score"
 
     def labels(self, spec: ModelSpec, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random float targets in [0, 1), one per sequence: (B,)."""
@@ -39,3 +42,7 @@ class SequenceScoringAdapter(SequenceAdapter):
 
     def output_shape(self, spec: ModelSpec, batch: Batch) -> tuple[int, ...]:
         return (batch["input_ids"].shape[0],)
+
+    def agreement(self, reference: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
+        """1.0 where an exported score is within 0.05 of eager's."""
+        return ((reference - got).abs() <= 0.05).double().flatten()

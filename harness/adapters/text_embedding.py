@@ -4,40 +4,29 @@
 (or that tensor); the embedding is the mean of the hidden states over the attention mask, the
 pooling of all-MiniLM-L6-v2 and most sentence-transformers models. There are no labels and no
 loss: specs of this task declare ``supports_training=False``, and the loss checks do not apply.
+An exported embedding agrees with eager by its cosine similarity; real text needs no labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from harness.adapters.base import Batch
-from harness.adapters.sequence import SequenceAdapter
+from harness.adapters.base import Batch, hidden_states_of
+from harness.adapters.sequence import SequenceAdapter, mean_pool
 from harness.spec import ModelSpec
 
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden`` (B, T, H) over positions where ``mask`` (B, T) is 1; rows with no token give 0."""
-    weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, H)
-
-
-def hidden_states_of(output: object) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping):
-        return output["last_hidden_state"]
-    if hasattr(output, "last_hidden_state"):
-        return output.last_hidden_state
-    if isinstance(output, (tuple, list)):
-        return output[0]
-    raise TypeError(f"cannot find last_hidden_state in a forward output of type {type(output).__name__}")
+__all__ = ["TextEmbeddingAdapter", "hidden_states_of", "mean_pool"]
 
 
 class TextEmbeddingAdapter(SequenceAdapter):
     task = "text-embedding"
+    required_inputs = ("vocab_size", "max_length", "embedding_dim")
     per_token_outputs = False
+    output_kind = "embedding"
+    has_loss = False
+    real_text = "unlabelled"
 
     def labels(self, spec: ModelSpec, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return torch.zeros(input_ids.shape[0])  # (B,): unused, there is no loss
@@ -45,9 +34,11 @@ class TextEmbeddingAdapter(SequenceAdapter):
     def label_padding(self, spec: ModelSpec) -> None:
         return None
 
-    def forward(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        hidden = hidden_states_of(model(**self.model_inputs(spec, model, batch)))  # (B, T, H)
-        return mean_pool(hidden, batch["attention_mask"])  # (B, H)
+    def outputs_of(self, spec: ModelSpec, output: Any, batch: Batch) -> torch.Tensor:
+        return mean_pool(hidden_states_of(output), batch["attention_mask"])  # (B, T, H) -> (B, H)
+
+    def hidden_states(self, output: Any) -> torch.Tensor | None:
+        return hidden_states_of(output)
 
     def model_loss(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         raise TypeError(f"{spec.name}: task text-embedding has no loss")
@@ -57,3 +48,11 @@ class TextEmbeddingAdapter(SequenceAdapter):
 
     def output_shape(self, spec: ModelSpec, batch: Batch) -> tuple[int, ...]:
         return (batch["input_ids"].shape[0], spec.inputs.embedding_dim)
+
+    def agreement(self, reference: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
+        """The cosine similarity of each exported embedding to eager's."""
+        return torch.nn.functional.cosine_similarity(reference.double(), got.double(), dim=-1).flatten()
+
+    def pooled_agreement(self, values: torch.Tensor) -> float:
+        """The lowest cosine: one bad embedding is a bad export."""
+        return float(values.min())

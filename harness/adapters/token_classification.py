@@ -3,6 +3,7 @@
 ``forward(input_ids, attention_mask=None, labels=None, [position_ids=None])`` returning ``.logits`` of
 shape (batch, length, num_classes) and, given labels (batch, length) of class ids, ``.loss``: the mean
 cross-entropy over every label that is not ``ignore_index`` (no shift: label t belongs to token t).
+Real text carries no such labels: these models have no real data unless their spec declares some.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import torch
 
 from harness.adapters.base import Batch
+from harness.adapters.scoring import mean_masked_nll
 from harness.adapters.sequence import SequenceAdapter
 from harness.spec import ModelSpec
 
 
 class TokenClassificationAdapter(SequenceAdapter):
     task = "token-classification"
+    required_inputs = ("vocab_size", "max_length", "num_classes")
+    evaluation = "tokens"
 
     def labels(self, spec: ModelSpec, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random classes in [0, num_classes), one per token: (B, T)."""
@@ -23,12 +27,7 @@ class TokenClassificationAdapter(SequenceAdapter):
 
     def reference_loss(self, spec: ModelSpec, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Mean cross-entropy of each token's logits against its label, ignored labels excluded, in float64."""
-        labels = batch["labels"]  # (B, T)
-        keep = labels != spec.inputs.ignore_index  # (B, T)
-        log_probs = torch.log_softmax(logits.double(), dim=-1)  # (B, T, K)
-        targets = labels.masked_fill(~keep, 0)  # (B, T)
-        token_nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
-        return (token_nll * keep).sum() / keep.sum()
+        return mean_masked_nll(logits, batch["labels"], spec.inputs.ignore_index)  # (B, T)
 
     def output_shape(self, spec: ModelSpec, batch: Batch) -> tuple[int, ...]:
         batch_size, length = batch["input_ids"].shape

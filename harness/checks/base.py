@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from harness.checks.options import BehaviourOptions, MonitoringCheckOptions, NumericsOptions, TrainingCheckOptions
 from harness.result import CheckResult, Status
 from harness.spec import ModelSpec
 
@@ -23,7 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class CheckOptions:
-    """Knobs shared by all checks; every field has a default that suits CI on two cores."""
+    """Every knob and bound of every check, one frozen value passed to each check; the defaults suit CI on two
+    cores. Tiers 1 and 4 read the fields here; Tiers 2, 3 and 5 their own group (:mod:`harness.checks.options`)."""
 
     seed: int = 0  # seed of every generated input
     batch_size: int = 4  # rows of the fixed batches (batch independence, gradient flow, ...)
@@ -36,6 +38,10 @@ class CheckOptions:
     min_int8_cosine: float = 0.95  # int8 export of an embedding model: lowest cosine to eager on real text
     latency_repeats: int = 30  # interleaved timed calls per backend
     max_latency_ratio: float = 3.0  # an exported backend's p50 may be at most this many times eager's
+    behaviour: BehaviourOptions = field(default_factory=BehaviourOptions)  # Tier 2 bounds
+    training: TrainingCheckOptions = field(default_factory=TrainingCheckOptions)  # Tier 3 budgets and tolerances
+    monitoring: MonitoringCheckOptions = field(default_factory=MonitoringCheckOptions)  # Tier 5 sample sizes
+    numerics: NumericsOptions = field(default_factory=NumericsOptions)  # Tier 3 numerics (precision, compile)
 
     def __post_init__(self) -> None:
         try:
@@ -145,9 +151,10 @@ def needs_fresh_weights(spec: ModelSpec) -> str | None:
 
 
 def applicable_checks(spec: ModelSpec, tiers: tuple[int, ...] = (1,)) -> Iterator[tuple[Check, str | None]]:
-    """Every check of the given tiers, with the reason it does not apply to ``spec`` (None if it does)."""
-    import harness.checks  # noqa: F401  (registers the catalog)
+    """Every check of the given tiers, with the reason it does not apply to ``spec`` (None if it does).
 
+    The catalog is whole here: importing this module first runs ``harness/checks/__init__.py``, which imports
+    every check module (an import of the package from here would be an import circle)."""
     for check in CHECKS.values():
         if check.tier in tiers:
             yield check, check.not_applicable_because(spec)
@@ -159,7 +166,7 @@ def run_check(check: Check, spec: ModelSpec, model: torch.nn.Module, options: Ch
 
     reason = check.not_applicable_because(spec)
     if reason:
-        return CheckResult(check.name, spec.name, check.tier, Status.SKIPPED, check.rule, got=reason, seed=options.seed)
+        return skipped(spec, check.name, reason, seed=options.seed)
     started = time.perf_counter()
     try:
         result = check.function(spec, copy.deepcopy(model), options=options)
@@ -181,6 +188,12 @@ def run_check(check: Check, spec: ModelSpec, model: torch.nn.Module, options: Ch
     return replace(result, details={**result.details, "duration_s": round(time.perf_counter() - started, 4)})
 
 
+def skipped(spec: ModelSpec, check: str, reason: str, *, seed: int) -> CheckResult:
+    """A skipped CheckResult of the registered check ``check``, saying why it does not apply."""
+    registered = CHECKS[check]
+    return CheckResult(check, spec.name, registered.tier, Status.SKIPPED, registered.rule, got=reason, seed=seed)
+
+
 def verdict(
     spec: ModelSpec,
     check: str,
@@ -198,6 +211,8 @@ def verdict(
 ) -> CheckResult:
     """A passed or failed CheckResult of the registered check ``check``, with the numbers behind it."""
     registered = CHECKS[check]
+    if tolerance is not None and set(tolerance) != {"rtol", "atol"}:  # the report schema's tolerance shape
+        raise ValueError(f"{check}: a tolerance names exactly rtol and atol, got {sorted(tolerance)}")
     return CheckResult(
         check=check,
         model=spec.name,

@@ -17,19 +17,19 @@ import torch
 from hypothesis import strategies as st
 
 from harness.adapters import adapter_for
-from harness.checks.base import CHECKS, CheckOptions, register, verdict
+from harness.checks.base import CheckOptions, register, skipped, verdict
 from harness.checks.fuzz import Violation, fuzz
+from harness.checks.inputs import seeded_generator
 from harness.data import real_batch
 from harness.export import ExportError, Exports, export_inputs, exports_for
 from harness.export.artifacts import EXPORT_SHAPE, run_session
 from harness.export.int8_reference import QUANTIZE_DYNAMIC, fake_quantized
-from harness.result import CheckResult, Status
+from harness.result import CheckResult
 from harness.spec import ModelSpec
 from harness.stats.paired import mcnemar, paired_drop_lower_bound
 from harness.strategies import BatchShape, batch_shapes
 from harness.tolerances import compare, tolerance_for
 
-CLASS_TASKS = ("causal-lm", "seq2seq-lm", "token-classification", "image-classification")
 Runner = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 
@@ -38,19 +38,15 @@ def needs_export(spec: ModelSpec) -> str | None:
 
 
 def agreements(spec: ModelSpec, reference: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
-    """Per prediction, whether the exported model says the same thing: top-1 equality for class outputs,
-    cosine similarity for embeddings, |difference| <= 0.05 for sequence scores."""
-    if spec.task in CLASS_TASKS:
-        return (reference.argmax(-1) == got.argmax(-1)).double().flatten()
-    if spec.task == "text-embedding":
-        return torch.nn.functional.cosine_similarity(reference.double(), got.double(), dim=-1).flatten()
-    return ((reference - got).abs() <= 0.05).double().flatten()
+    """Per prediction, whether the exported model says the same thing, as the task's adapter measures it (top-1
+    equality for class outputs, cosine similarity for embeddings, |difference| <= 0.05 for scores)."""
+    return adapter_for(spec).agreement(reference, got)
 
 
 def pooled_agreement(spec: ModelSpec, per_prediction: list[torch.Tensor]) -> float:
-    """Agreement over every prediction of every shape: the share that agree (the lowest cosine for embeddings)."""
-    values = torch.cat(per_prediction)
-    return float(values.min() if spec.task == "text-embedding" else values.mean())
+    """Agreement over every prediction of every shape, pooled by the adapter (the share that agree; the lowest
+    cosine for embeddings)."""
+    return adapter_for(spec).pooled_agreement(torch.cat(per_prediction))
 
 
 @dataclass(frozen=True)
@@ -81,6 +77,15 @@ def _fuzzed_shapes(spec: ModelSpec) -> tuple[st.SearchStrategy[tuple[BatchShape,
     return strategy, [(corner, 0) for corner in sorted(corners, key=lambda s: (s.batch_size, s.length))]
 
 
+def _case_inputs(spec: ModelSpec, case: tuple[BatchShape, int]) -> tuple[BatchShape, dict[str, torch.Tensor]]:
+    """The export inputs of one fuzzed (shape, seed) case."""
+    shape, seed = case
+    batch = adapter_for(spec).make_batch(
+        spec, batch_size=shape.batch_size, length=shape.length, generator=seeded_generator(seed)
+    )
+    return shape, export_inputs(spec, batch)
+
+
 def _parity(
     spec: ModelSpec,
     model: torch.nn.Module,
@@ -99,16 +104,12 @@ def _parity(
         record = exports.record(fmt)
     except ExportError as error:
         return _export_failure(spec, check, error, options)
-    adapter, eager = adapter_for(spec), exports.wrapper()
+    eager = exports.wrapper()
     shapes: list[ShapeParity] = []
     predictions: list[torch.Tensor] = []
 
     def body(case: tuple[BatchShape, int]) -> float:
-        shape, seed = case
-        batch = adapter.make_batch(
-            spec, batch_size=shape.batch_size, length=shape.length, generator=torch.Generator().manual_seed(seed)
-        )
-        inputs = export_inputs(spec, batch)
+        shape, inputs = _case_inputs(spec, case)
         with torch.no_grad():
             reference = eager(*inputs.values())
         got = run(inputs)
@@ -221,8 +222,7 @@ def check_torchscript_script_parity(spec: ModelSpec, model: torch.nn.Module, *, 
     try:
         exports_for(spec, model, options.artifacts_dir).record("torchscript-script")
     except ExportError as error:
-        return CheckResult("torchscript_script_parity", spec.name, 4, Status.SKIPPED, CHECKS["torchscript_script_parity"].rule,
-                           got=str(error), seed=options.seed)  # fmt: skip
+        return skipped(spec, "torchscript_script_parity", str(error), seed=options.seed)
     return _parity(spec, model, options, check="torchscript_script_parity",
                    runner=_torchscript_runner("torchscript-script"), fmt="torchscript-script", backend="torchscript")  # fmt: skip
 
@@ -291,17 +291,13 @@ def check_onnx_int8_parity(spec: ModelSpec, model: torch.nn.Module, *, options: 
         record = exports.record("onnx-int8")
     except ExportError as error:
         return _export_failure(spec, "onnx_int8_parity", error, options)
-    adapter, eager = adapter_for(spec), exports.wrapper()
+    eager = exports.wrapper()
     floor = tolerance_for(torch.float32, "onnxruntime").atol  # float32 export noise, the smallest error that counts
     rows: list[Int8ShapeError] = []
     quantized_ops: list[int] = []
 
     def body(case: tuple[BatchShape, int]) -> float:
-        shape, seed = case
-        batch = adapter.make_batch(
-            spec, batch_size=shape.batch_size, length=shape.length, generator=torch.Generator().manual_seed(seed)
-        )
-        inputs = export_inputs(spec, batch)
+        shape, inputs = _case_inputs(spec, case)
         with torch.no_grad():
             reference = eager(*inputs.values())
         with fake_quantized() as mode:
@@ -371,12 +367,11 @@ def check_onnx_int8_accuracy(spec: ModelSpec, model: torch.nn.Module, *, options
     (eager - int8) must not exceed the allowed drop, with McNemar's exact test beside it. Embedding models
     have no labels: there the lowest cosine similarity to eager must reach ``min_int8_cosine``.
     """
-    batch_size = 256 if spec.task == "image-classification" else 8
-    batch = real_batch(spec, batch_size=batch_size, length=min(32, spec.inputs.max_length or 32))
-    if batch is None or spec.task not in (*CLASS_TASKS, "text-embedding"):
-        return CheckResult("onnx_int8_accuracy", spec.name, 4, Status.SKIPPED, CHECKS["onnx_int8_accuracy"].rule,
-                           got=f"the harness has no real labelled inputs for {spec.task} (spec.tokenizer or data)",
-                           seed=options.seed)  # fmt: skip
+    adapter = adapter_for(spec)
+    batch = real_batch(spec, batch_size=adapter.real_batch_size, length=min(32, spec.inputs.max_length or 32))
+    if batch is None or adapter.output_kind == "score":
+        reason = f"the harness has no real labelled inputs for {spec.task} (spec.tokenizer or spec.real_data)"
+        return skipped(spec, "onnx_int8_accuracy", reason, seed=options.seed)
     exports = exports_for(spec, model, options.artifacts_dir)
     try:
         run = _onnx_runner("onnx-int8", "all")(exports)
@@ -389,7 +384,7 @@ def check_onnx_int8_accuracy(spec: ModelSpec, model: torch.nn.Module, *, options
     got = run(inputs)
     hint = ("Weights with outliers (one large value per channel rounds the rest to zero), or a layer that "
             "should stay float (keep it out of quantization, or use static quantization with calibration).")  # fmt: skip
-    if spec.task == "text-embedding":
+    if adapter.output_kind == "embedding":  # no labels: closeness to eager is the accuracy
         cosine = agreements(spec, reference, got)
         lowest = float(cosine.min())
         return verdict(
@@ -399,11 +394,8 @@ def check_onnx_int8_accuracy(spec: ModelSpec, model: torch.nn.Module, *, options
             hint=hint, sample_size=int(cosine.numel()), seed=options.seed,
             details={"mean_cosine": float(cosine.mean()), "min_cosine": lowest},
         )  # fmt: skip
-    labels = batch["labels"]
-    if spec.task == "causal-lm":  # position t predicts token t + 1
-        reference, got, labels = reference[:, :-1], got[:, :-1], labels[:, 1:]
-    eager_correct = (reference.argmax(-1) == labels).flatten().numpy()
-    int8_correct = (got.argmax(-1) == labels).flatten().numpy()
+    eager_correct = adapter.correct(spec, reference, batch).numpy()  # teacher forcing, the task's label shift
+    int8_correct = adapter.correct(spec, got, batch).numpy()
     test = mcnemar(eager_correct, int8_correct)
     drop, bound = test.effect_size, paired_drop_lower_bound(eager_correct, int8_correct)
     return verdict(

@@ -45,7 +45,7 @@ def fuzz(
 ) -> FuzzOutcome[T]:
     """Run ``body`` on the ``explicit`` examples and on examples drawn from ``strategy``.
 
-    Uses the loaded Hypothesis profile, with ``max_examples`` capped if given.
+    Uses the loaded Hypothesis profile, with ``max_examples`` capped if given and no deadline.
     """
     state: dict[str, Any] = {"examples": 0, "worst": 0.0}
 
@@ -61,8 +61,11 @@ def fuzz(
     test = given(strategy)(property_body)
     for value in reversed(explicit):
         test = example(value)(test)
-    if max_examples is not None:
-        test = settings(max_examples=min(max_examples, settings.default.max_examples))(test)
+    examples = (
+        settings.default.max_examples if max_examples is None else min(max_examples, settings.default.max_examples)
+    )
+    # never a deadline: a check measures a rule, not speed (a loaded machine or a first compile is not a failure)
+    test = settings(max_examples=examples, deadline=None)(test)
     try:
         test()
     except BaseException as error:  # noqa: BLE001 - hypothesis re-raises what the body raised

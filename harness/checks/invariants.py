@@ -21,25 +21,13 @@ from harness.checks.base import (
     verdict,
 )
 from harness.checks.fuzz import Violation, fuzz
+from harness.checks.inputs import fixed_batch, seeded_generator
 from harness.result import CheckResult
 from harness.spec import ModelSpec
 from harness.strategies import BatchShape, PaddingLayout, batch_shapes, padding_layouts
 from harness.tolerances import compare, tolerance_for
 
 SEEDS = st.integers(0, 2**31 - 1)
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _fixed_batch(spec: ModelSpec, options: CheckOptions, *, seed_offset: int = 0) -> Batch:
-    return adapter_for(spec).make_batch(
-        spec,
-        batch_size=options.batch_size,
-        length=options.length_for(spec),
-        generator=_generator(options.seed + seed_offset),
-    )
 
 
 @torch.no_grad()
@@ -64,7 +52,9 @@ def check_output_shapes(spec: ModelSpec, model: torch.nn.Module, *, options: Che
 
     def body(case: tuple[BatchShape, int]) -> float:
         shape, seed = case
-        batch = adapter.make_batch(spec, batch_size=shape.batch_size, length=shape.length, generator=_generator(seed))
+        batch = adapter.make_batch(
+            spec, batch_size=shape.batch_size, length=shape.length, generator=seeded_generator(seed)
+        )
         out = _outputs(spec, model, batch)
         expected = adapter.output_shape(spec, batch)
         if tuple(out.shape) != expected:
@@ -94,11 +84,11 @@ def check_output_shapes(spec: ModelSpec, model: torch.nn.Module, *, options: Che
 def check_batch_independence(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
     """Row i's output does not change when the other rows of its batch are replaced."""
     tolerance = tolerance_for(torch.float32, "eager")
-    batch = _fixed_batch(spec, options)
+    batch = fixed_batch(spec, options)
     reference = _outputs(spec, model, batch)
     worst, worst_row = None, 0
     for row in range(batch_size_of(batch)):
-        others = _fixed_batch(spec, options, seed_offset=1000 + row)
+        others = fixed_batch(spec, options, seed_offset=1000 + row)
         mixed = {key: others[key].clone() for key in others}
         for key in mixed:
             mixed[key][row] = batch[key][row]
@@ -125,7 +115,7 @@ def check_batch_independence(spec: ModelSpec, model: torch.nn.Module, *, options
 def check_batch_size_invariance(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
     """A batch's outputs equal its rows run one at a time."""
     tolerance = tolerance_for(torch.float32, "eager")
-    batch = _fixed_batch(spec, options)
+    batch = fixed_batch(spec, options)
     together = _outputs(spec, model, batch)
     alone = torch.cat([_outputs(spec, model, select_rows(batch, [row])) for row in range(batch_size_of(batch))])
     comparison = compare(together, alone, tolerance)
@@ -154,7 +144,9 @@ def check_padding_invariance(spec: ModelSpec, model: torch.nn.Module, *, options
 
     def body(case: tuple[PaddingLayout, int]) -> float:
         layout, seed = case
-        batch = adapter.make_batch(spec, batch_size=layout.batch_size, length=layout.length, generator=_generator(seed))
+        batch = adapter.make_batch(
+            spec, batch_size=layout.batch_size, length=layout.length, generator=seeded_generator(seed)
+        )
         padded = adapter.pad(spec, batch, amount=layout.amount, side=layout.side)
         real = adapter.real_outputs(
             _outputs(spec, model, padded), amount=layout.amount, side=layout.side, length=layout.length
@@ -206,7 +198,7 @@ def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOp
         raise ValueError(f"causality needs max_length >= 2, the spec has {max_length}")
 
     def edited_pair(key: str, length: int, changed: int, seed: int) -> tuple[Batch, Batch]:
-        batch = adapter.make_batch(spec, batch_size=2, length=length, generator=_generator(seed))
+        batch = adapter.make_batch(spec, batch_size=2, length=length, generator=seeded_generator(seed))
         edited = {name: value.clone() for name, value in batch.items()}
         edited[key][:, changed] = (batch[key][:, changed] + 1) % spec.inputs.vocab_size
         return batch, edited
@@ -294,7 +286,7 @@ def check_gradient_flow(spec: ModelSpec, model: torch.nn.Module, *, options: Che
     adapter = adapter_for(spec)
     model.train()
     model.zero_grad(set_to_none=True)
-    batches = [_fixed_batch(spec, options, seed_offset=step) for step in range(options.num_batches)]
+    batches = [fixed_batch(spec, options, seed_offset=step) for step in range(options.num_batches)]
     for batch in batches:
         adapter.model_loss(spec, model, batch).backward()
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -371,7 +363,7 @@ def _changed_entries(before: dict[str, object], after: dict[str, object]) -> lis
 @register(1)
 def check_eval_determinism(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
     """Repeated eval forwards are bitwise equal and change no parameter, buffer or attribute."""
-    batch = _fixed_batch(spec, options)
+    batch = fixed_batch(spec, options)
     model.eval()
     before = _state_snapshot(model)
     outputs = [_outputs(spec, model, batch) for _ in range(options.repeats)]
@@ -460,7 +452,7 @@ def check_save_load_roundtrip(spec: ModelSpec, model: torch.nn.Module, *, option
     from safetensors.torch import load_model, save_model
 
     tolerance = tolerance_for(torch.float32, "serialized")
-    batch = _fixed_batch(spec, options)
+    batch = fixed_batch(spec, options)
     reference = _outputs(spec, model, batch)
     differences: dict[str, float] = {}
     problems: list[str] = []
@@ -508,8 +500,8 @@ def check_loss_oracle(spec: ModelSpec, model: torch.nn.Module, *, options: Check
     """The model's own loss equals an independent cross-entropy of its logits (the task's targets, ignore index honoured)."""
     adapter = adapter_for(spec)
     tolerance = tolerance_for(torch.float32, "reference")
-    batch = _fixed_batch(spec, options)
-    ignored = torch.rand(batch["labels"].shape, generator=_generator(options.seed + 7)) < 0.25
+    batch = fixed_batch(spec, options)
+    ignored = torch.rand(batch["labels"].shape, generator=seeded_generator(options.seed + 7)) < 0.25
     ignored.view(-1)[-1] = False  # at least one label is scored
     batch["labels"] = batch["labels"].masked_fill(ignored, spec.inputs.ignore_index)
     model.eval()

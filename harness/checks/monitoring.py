@@ -1,7 +1,8 @@
 """Tier 5: has anything drifted or regressed? Evaluation, regression gates and drift.
 
-Every check runs on real data (CPython's documentation text through the model's tokenizer, or the
-scikit-learn digits), so the numbers are those a user's eval set would produce.
+Every check runs on real data (CPython's documentation text through the model's tokenizer, or the real
+examples the spec declares, such as the scikit-learn digits), so the numbers are those a user's eval set
+would produce. Which data a task has, and how it is scored, the task's adapter says.
 """
 
 from __future__ import annotations
@@ -18,39 +19,41 @@ from harness.spec import ModelSpec
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-EXAMPLES = 96  # real examples per check (two halves of 48 for the drift check)
-MAX_TOKENS = 32  # tokens kept per text example
-PERPLEXITY_RTOL = 1e-5  # allowed relative gap between log perplexity and the model's own loss (float32 sums)
-
 
 def needs_token_loss(spec: ModelSpec) -> str | None:
-    if spec.task not in ("causal-lm", "seq2seq-lm"):
+    from harness.adapters import adapter_for
+
+    adapter = adapter_for(spec)
+    if adapter.evaluation != "tokens" or adapter.real_text != "labelled":
         return f"task {spec.task} has no token-level language-model loss"
-    return None if spec.tokenizer is not None else "the model has no tokenizer, so there is no real text for it"
+    return adapter.no_real_data_because(spec)
 
 
 def needs_eval_data(spec: ModelSpec) -> str | None:
-    if spec.task not in ("causal-lm", "seq2seq-lm", "image-classification"):
+    from harness.adapters import adapter_for
+
+    adapter = adapter_for(spec)
+    if adapter.evaluation is None:
         return f"the harness has no real labelled data for task {spec.task}"
-    if spec.task == "image-classification":
-        return None if spec.inputs.image_size == (1, 8, 8) else "real images exist for 1x8x8 classifiers only"
-    return None if spec.tokenizer is not None else "the model has no tokenizer, so there is no real text for it"
+    return adapter.no_real_data_because(spec)
 
 
-def _examples(spec: ModelSpec, options: CheckOptions, *, stop: int = EXAMPLES) -> tuple[list[Any], list[Any]]:
-    """Two halves (seeded random split) of the real examples, as batches."""
-    from harness.evaluation import digit_batches, text_batches, text_examples
+def _examples(spec: ModelSpec, options: CheckOptions, *, stop: int | None = None) -> tuple[list[Any], list[Any]]:
+    """Two halves (seeded random split) of ``stop`` real examples (default ``options.monitoring.examples``)."""
+    stop = stop or options.monitoring.examples
+    from harness.adapters import adapter_for
+    from harness.evaluation import text_batches, text_examples
 
-    if spec.task == "image-classification":
-        batches = digit_batches(stop=stop * 2 / 1797, batch_size=stop)  # one batch of 2 * stop digits
-        (batch,) = batches[:1]
+    adapter = adapter_for(spec)
+    if adapter.real_text != "labelled":  # the spec's own real examples, one batch
+        batch = adapter.real_batch(spec, batch_size=stop, length=options.length_for(spec))
         order = random.Random(options.seed).sample(range(len(batch["labels"])), len(batch["labels"]))
         half = len(order) // 2
         return ([{k: v[order[:half]] for k, v in batch.items()}], [{k: v[order[half:]] for k, v in batch.items()}])
     texts = text_examples()
     texts = random.Random(options.seed).sample(texts, stop)
     half = stop // 2
-    length = min(MAX_TOKENS, spec.inputs.max_length)
+    length = min(options.monitoring.max_tokens, spec.inputs.max_length)
     return (
         text_batches(spec, texts[:half], batch_size=16, max_length=length),
         text_batches(spec, texts[half:], batch_size=16, max_length=length),
@@ -80,8 +83,8 @@ def check_token_weighted_perplexity(spec: ModelSpec, model: torch.nn.Module, *, 
     )
     gap = abs(log_ppl - model_loss) / max(1.0, abs(model_loss)) if math.isfinite(model_loss) else math.inf
     return verdict(
-        spec, "token_weighted_perplexity", passed=gap <= PERPLEXITY_RTOL, measured=gap, threshold=PERPLEXITY_RTOL,
-        expected=f"log(perplexity) = model loss within {PERPLEXITY_RTOL:g} (relative), finite",
+        spec, "token_weighted_perplexity", passed=gap <= options.monitoring.perplexity_rtol, measured=gap, threshold=options.monitoring.perplexity_rtol,
+        expected=f"log(perplexity) = model loss within {options.monitoring.perplexity_rtol:g} (relative), finite",
         got=f"log(perplexity) {log_ppl:.6f} vs token-weighted model loss {model_loss:.6f} (gap {gap:.2e})",
         hint="The model's loss is not the token-weighted mean NLL over non-ignored labels: look for a mean of "
         "per-sequence means, padding counted in the loss, or a label shift that disagrees with the logits.",
@@ -93,8 +96,10 @@ def check_token_weighted_perplexity(spec: ModelSpec, model: torch.nn.Module, *, 
 
 def _ragged(spec: ModelSpec, batch: dict[str, Any]) -> dict[str, Any]:
     """The batch with row i cut to about (i + 1) / B of its length (right padding, labels ignored there)."""
+    from harness.adapters import adapter_for
+
     batch = {key: value.clone() for key, value in batch.items()}
-    key = "labels" if spec.task == "seq2seq-lm" else "input_ids"
+    key = adapter_for(spec).causal_key  # the stream the labels follow: the inputs, or the decoder's own
     rows, width = batch[key].shape
     for row in range(rows):
         keep = max(2, width * (row + 1) // rows)
@@ -106,8 +111,10 @@ def _ragged(spec: ModelSpec, batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def _scored_tokens(spec: ModelSpec, batch: dict[str, Any]) -> int:
-    labels = batch["labels"]
-    keep = labels[:, 1:] if spec.task == "causal-lm" else labels
+    from harness.adapters import adapter_for
+
+    shift = adapter_for(spec).label_shift  # a label at position < shift is never predicted
+    keep = batch["labels"][:, shift:]
     return int((keep != spec.inputs.ignore_index).sum())
 
 

@@ -21,21 +21,16 @@ from harness.adapters import adapter_for
 from harness.adapters.base import Batch
 from harness.checks.base import CheckOptions, needs_training, register, verdict
 from harness.checks.fuzz import Violation, fuzz
+from harness.checks.inputs import fixed_batch
 from harness.result import CheckResult
 from harness.spec import ModelSpec
 from harness.training.config import TrainingConfig
 from harness.training.data import RowsDataset, has_real_data, loader, training_data
 from harness.training.presets import preset
 from harness.training.recipe import resolve
+from harness.training.schedulers import cosine_arguments
 
-OVERFIT_STEPS = 200  # step budget of the overfit check
-OVERFIT_DROP = 0.9  # loss and gradient norm must each fall by at least this fraction
-ACCUMULATION_STEPS = 2  # k: batch 2k in one step against k micro-batches of 2
-ACCUMULATION_RTOL = 1e-4  # allowed ||g_big - g_accumulated|| / ||g_big||
-RESUME_STEPS = 3  # N: N steps, save, resume, N more against 2N straight
-RESUME_ATOL = 1e-6  # allowed max |difference| of any parameter after 2N steps
 SCHEDULER_HORIZON = 60  # longest schedule the scheduler check drives, in steps
-CHECK_CONFIG = TrainingConfig(max_steps=1, batch_size=4, learning_rate=3e-3, sequence_length=16)
 
 
 def needs_real_data(spec: ModelSpec) -> str | None:
@@ -44,17 +39,8 @@ def needs_real_data(spec: ModelSpec) -> str | None:
     return f"the harness has no real data for {spec.task} models (a causal LM needs a tokenizer)"
 
 
-def _config(spec: ModelSpec, **changes: Any) -> TrainingConfig:
-    return CHECK_CONFIG.replace(task=spec.task, **changes)
-
-
-def _batch(spec: ModelSpec, options: CheckOptions, batch_size: int, *, seed_offset: int = 0) -> Batch:
-    return adapter_for(spec).make_batch(
-        spec,
-        batch_size=batch_size,
-        length=options.length_for(spec),
-        generator=torch.Generator().manual_seed(options.seed + seed_offset),
-    )
+def _config(spec: ModelSpec, options: CheckOptions, **changes: Any) -> TrainingConfig:
+    return options.training.config.replace(task=spec.task, **changes)
 
 
 def _fit(spec: ModelSpec, model: torch.nn.Module, config: TrainingConfig, rows: Batch, **kwargs: Any) -> Any:
@@ -81,41 +67,42 @@ def _parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 # Overfit one batch.
 
 
-def _stop_when_overfit() -> Any:
-    """A Lightning callback that stops once loss and gradient norm both fell by OVERFIT_DROP."""
+def _stop_when_overfit(drop: float) -> Any:
+    """A Lightning callback that stops once loss and gradient norm both fell by ``drop``."""
     import lightning
 
     class StopWhenOverfit(lightning.Callback):
         def on_train_batch_end(self, trainer: Any, module: Any, *args: Any) -> None:
-            if len(module.history) > 1 and _overfit_ratios(module.history)[2]:
+            if len(module.history) > 1 and _overfit_ratios(module.history, drop)[2]:
                 trainer.should_stop = True
 
     return StopWhenOverfit()
 
 
-def _overfit_ratios(history: list[dict[str, float]]) -> tuple[float, float, bool]:
+def _overfit_ratios(history: list[dict[str, float]], drop: float) -> tuple[float, float, bool]:
     first, last = history[0], history[-1]
     loss_ratio = last["train_loss"] / first["train_loss"] if first["train_loss"] > 0 else math.inf
     grad_ratio = last["grad_norm"] / first["grad_norm"] if first["grad_norm"] > 0 else math.inf
-    return loss_ratio, grad_ratio, max(loss_ratio, grad_ratio) <= 1 - OVERFIT_DROP
+    return loss_ratio, grad_ratio, max(loss_ratio, grad_ratio) <= 1 - drop
 
 
 @register(3, needs_training)
 def check_overfit_one_batch(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
     """Training on one batch drives its loss and its gradient norm each down by at least 90% within the step budget."""
-    batch = _batch(spec, options, options.batch_size)
-    config = _config(spec, max_steps=OVERFIT_STEPS, batch_size=options.batch_size, seed=options.seed)
-    rows = {key: value.repeat(OVERFIT_STEPS, *([1] * (value.dim() - 1))) for key, value in batch.items()}
-    module = _fit(spec, model, config, rows, callbacks=[_stop_when_overfit()])
-    loss_ratio, grad_ratio, passed = _overfit_ratios(module.history)
+    steps, drop = options.training.overfit_steps, options.training.overfit_drop
+    batch = fixed_batch(spec, options)
+    config = _config(spec, options, max_steps=steps, batch_size=options.batch_size, seed=options.seed)
+    rows = {key: value.repeat(steps, *([1] * (value.dim() - 1))) for key, value in batch.items()}
+    module = _fit(spec, model, config, rows, callbacks=[_stop_when_overfit(drop)])
+    loss_ratio, grad_ratio, passed = _overfit_ratios(module.history, drop)
     worst = max(loss_ratio, grad_ratio)
     return verdict(
         spec,
         "overfit_one_batch",
         passed=passed,
         measured=worst,
-        threshold=1 - OVERFIT_DROP,
-        expected=f"final/initial loss and gradient norm each <= {1 - OVERFIT_DROP:.2f} within {OVERFIT_STEPS} steps",
+        threshold=1 - drop,
+        expected=f"final/initial loss and gradient norm each <= {1 - drop:.2f} within {steps} steps",
         got=f"loss ratio {loss_ratio:.3g}, gradient-norm ratio {grad_ratio:.3g} after {len(module.history)} steps",
         hint="A model that cannot memorise one batch has a broken loss, optimizer, or gradients that do not "
         "reach the parameters (detached outputs, frozen layers, a learning rate of zero).",
@@ -138,13 +125,12 @@ def check_overfit_one_batch(spec: ModelSpec, model: torch.nn.Module, *, options:
 
 def unigram_cross_entropy(spec: ModelSpec, train: Batch, validation: Batch) -> float:
     """Cross-entropy (nats) on the held-out targets of a unigram model fit on the training targets
-    (add-one smoothing); for a causal LM the targets are the tokens after the first of each row."""
-    if spec.task == "causal-lm":
-        train_targets, held_out = train["labels"][:, 1:].reshape(-1), validation["labels"][:, 1:].reshape(-1)
-        classes = spec.inputs.vocab_size
-    else:
-        train_targets, held_out = train["labels"].reshape(-1), validation["labels"].reshape(-1)
-        classes = spec.inputs.num_classes
+    (add-one smoothing); with a label shift (a causal LM) the targets are the tokens after the first of each row."""
+    adapter = adapter_for(spec)
+    shift = adapter.label_shift
+    train_targets = (train["labels"][:, shift:] if shift else train["labels"]).reshape(-1)
+    held_out = (validation["labels"][:, shift:] if shift else validation["labels"]).reshape(-1)
+    classes = adapter.output_shape(spec, train)[-1]  # the vocabulary or the classes
     counts = torch.bincount(train_targets, minlength=classes).double() + 1.0  # (V,)
     log_probs = (counts / counts.sum()).log()  # (V,)
     return float(-log_probs[held_out].mean())
@@ -191,40 +177,116 @@ def check_learning_on_real_text(spec: ModelSpec, model: torch.nn.Module, *, opti
 # Gradient accumulation.
 
 
+def _padded_rows(spec: ModelSpec, lengths: list[int], length: int, seed: int) -> Batch:
+    """One row per entry of ``lengths``, that many real tokens right-padded to ``length`` by the adapter; per-token
+    labels the adapter does not pad (a seq2seq decoder stream) are filled with the ignore index."""
+    adapter = adapter_for(spec)
+    rows = []
+    for index, real in enumerate(lengths):
+        row = adapter.make_batch(spec, batch_size=1, length=real, generator=torch.Generator().manual_seed(seed + index))
+        if real < length:
+            row = adapter.pad(spec, row, amount=length - real, side="right")
+        labels = row["labels"]
+        if labels.dim() > 1 and labels.shape[1] < length:
+            filler = torch.full((1, length - labels.shape[1]), spec.inputs.ignore_index, dtype=labels.dtype)
+            row["labels"] = torch.cat([labels, filler], dim=1)
+        rows.append(row)
+    return {key: torch.cat([row[key] for row in rows]) for key in rows[0]}
+
+
 @register(3, needs_training)
 def check_gradient_accumulation(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
-    """One step on a batch of 2k rows has the gradient of k accumulated steps on batches of 2."""
-    k = ACCUMULATION_STEPS
-    batch = _batch(spec, options, 2 * k)
-    config = _config(spec, max_steps=1, seed=options.seed)
+    """k accumulated micro-batches of 2 rows, holding different numbers of real tokens, have the gradient of one step on all 2k rows.
+
+    One step on the 2k rows is the gradient of the full batch's token-weighted loss; the accumulated run goes through
+    the same path (the spec's recipe loss when it names one, the harness's Lightning module otherwise). Where the
+    model takes padded token sequences, the rows carry fuzzed numbers of real tokens (right padding), the first
+    layout as uneven as the length allows: micro-batches that score different numbers of tokens, so a loss averaged
+    per micro-batch (each micro-batch weighted 1/k instead of by its tokens, transformers PR #34191) shows.
+    """
+    k, rtol = options.training.accumulation_steps, options.training.accumulation_rtol
+    adapter = adapter_for(spec)
+    config = _config(spec, options, max_steps=1, seed=options.seed)
     state = {key: value.clone() for key, value in model.state_dict().items()}
-    big = _fit(spec, model, config.replace(batch_size=2 * k), batch, capture_gradients=True)
-    model.load_state_dict(state)
-    accumulated = _fit(
-        spec, model, config.replace(batch_size=2, gradient_accumulation=k), batch, capture_gradients=True
-    )
-    reference, got = big.gradients[0], accumulated.gradients[0]
-    names = sorted(set(reference) | set(got))
-    difference = torch.stack(
-        [(reference.get(n, torch.zeros(())) - got.get(n, torch.zeros(()))).double().norm() for n in names]
-    ).norm()
-    scale = torch.stack([reference[n].double().norm() for n in reference]).norm()
-    relative = float(difference / scale) if scale > 0 else math.inf
-    ratio = float(torch.stack([got[n].double().norm() for n in got]).norm() / scale) if scale > 0 else math.nan
+    length = options.length_for(spec)
+    shortest = max(spec.inputs.min_length, 1 + adapter.label_shift)  # every row scores a label
+    padded = adapter.sequence and spec.capabilities.has_attention_mask and length > shortest
+    layouts: list[dict[str, Any]] = []
+
+    def gap(lengths: list[int] | None, seed: int) -> float:
+        batch = _padded_rows(spec, lengths, length, seed) if lengths else fixed_batch(spec, options, batch_size=2 * k)
+        model.load_state_dict(state)
+        big = _fit(spec, model, config.replace(batch_size=2 * k), batch, capture_gradients=True)
+        model.load_state_dict(state)
+        accumulated = _fit(
+            spec, model, config.replace(batch_size=2, gradient_accumulation=k), batch, capture_gradients=True
+        )
+        reference, got = big.gradients[0], accumulated.gradients[0]
+        names = sorted(set(reference) | set(got))
+        difference = torch.stack(
+            [(reference.get(n, torch.zeros(())) - got.get(n, torch.zeros(()))).double().norm() for n in names]
+        ).norm()
+        scale = torch.stack([reference[n].double().norm() for n in reference]).norm()
+        relative = float(difference / scale) if scale > 0 else math.inf
+        relative = relative if not math.isnan(relative) else math.inf  # a NaN gradient is infinitely far
+        ratio = float(torch.stack([got[n].double().norm() for n in got]).norm() / scale) if scale > 0 else math.nan
+        scored = [
+            adapter.scored_labels(spec, {key: value[2 * i : 2 * i + 2] for key, value in batch.items()})
+            for i in range(k)
+        ]
+        layouts.append({"real_tokens": lengths, "scored_per_micro_batch": scored, "relative": relative,
+                        "norm_ratio": ratio, "recipe": big.recipe.sources})  # fmt: skip
+        if not relative <= rtol:
+            where = f"real tokens per row {lengths}, " if lengths else ""
+            raise Violation(relative, f"relative difference {relative:.3g} ({where}micro-batches scoring {scored} "
+                            f"labels; accumulated/big gradient norm ratio {ratio:.3g})")  # fmt: skip
+        return relative
+
+    if padded:  # the first micro-batch all shortest rows, the last all full rows: the most uneven layout
+        uneven = [shortest if i < 2 else length if i >= 2 * (k - 1) else (shortest + length) // 2 for i in range(2 * k)]
+        rows = st.lists(st.integers(shortest, length), min_size=2 * k, max_size=2 * k)
+        try:
+            gap(uneven, options.seed)
+        except Violation as violation:
+            failure, examples = str(violation), 1
+        else:
+            outcome = fuzz(st.tuples(rows, st.integers(0, 2**31 - 1)), lambda case: gap(*case), max_examples=2)
+            failure, examples = outcome.failure, 1 + outcome.examples
+    else:
+        try:
+            gap(None, options.seed)
+            failure = None
+        except Violation as violation:
+            failure = str(violation)
+        examples = 1
+    worst = max(layouts, key=lambda row: row["relative"])
+    relative = worst["relative"]
+    layout_text = "micro-batches of fuzzed real-token counts (right padding)" if padded else "equal rows"
     return verdict(
         spec,
         "gradient_accumulation",
-        passed=relative <= ACCUMULATION_RTOL,
+        passed=failure is None,
         measured=relative,
-        threshold=ACCUMULATION_RTOL,
-        tolerance={"rtol": ACCUMULATION_RTOL, "atol": 0.0},
-        expected=f"||g(batch {2 * k}) - g({k} x batch 2, accumulated)|| / ||g(batch {2 * k})|| <= {ACCUMULATION_RTOL:g}",
-        got=f"relative difference {relative:.3g} (accumulated/big gradient norm ratio {ratio:.3g})",
-        hint="The loss must be a mean over the batch (Lightning divides each micro-batch's loss by k): a summed "
-        "loss, or one normalised by something other than the batch, makes accumulated steps k times too large.",
-        sample_size=2 * k,
+        threshold=rtol,
+        tolerance={"rtol": rtol, "atol": 0.0},
+        expected=f"||g(batch {2 * k}) - g({k} x batch 2, accumulated)|| / ||g(batch {2 * k})|| <= {rtol:g} on "
+        f"{layout_text}",
+        got=failure
+        or f"relative difference at most {relative:.3g} over {len(layouts)} layout(s) (micro-batches scoring "
+        f"{worst['scored_per_micro_batch']} labels; accumulated/big gradient norm ratio {worst['norm_ratio']:.3g})",
+        hint="Accumulated micro-batches must add up to the full batch's token-weighted loss: a loss averaged per "
+        "micro-batch weighs a micro-batch of few real tokens as much as a full one (Lightning divides each by k); "
+        "normalise by the scored tokens of the whole accumulation window (transformers' num_items_in_batch, PR "
+        "#34191). A summed loss, or one normalised by something other than the batch, makes accumulated steps k "
+        "times too large.",
+        sample_size=examples * 2 * k,
         seed=options.seed,
-        details={"recipe": big.recipe.sources, "accumulation_steps": k, "norm_ratio": ratio},
+        details={
+            "recipe": worst["recipe"],
+            "accumulation_steps": k,
+            "norm_ratio": worst["norm_ratio"],
+            "layouts": layouts,
+        },
     )
 
 
@@ -234,14 +296,14 @@ def check_gradient_accumulation(spec: ModelSpec, model: torch.nn.Module, *, opti
 @register(3, needs_training)
 def check_resume_equivalence(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
     """Training N steps, saving, resuming and training N more ends with the weights of 2N uninterrupted steps."""
-    n = RESUME_STEPS
+    n, atol = options.training.resume_steps, options.training.resume_atol
     batch_size = options.batch_size
     # one batch per epoch: Lightning restarts an interrupted epoch's (non-stateful) loader from its first
     # batch, so with several batches the resumed run would see another data order than the straight one
-    rows = _batch(spec, options, batch_size)
+    rows = fixed_batch(spec, options, batch_size=batch_size)
     schedule = {"total_steps": 2 * n, "warmup_steps": 1, "min_lr_ratio": 0.1}
     config = _config(
-        spec, batch_size=batch_size, seed=options.seed, scheduler="cosine-warmup", scheduler_kwargs=schedule
+        spec, options, batch_size=batch_size, seed=options.seed, scheduler="cosine-warmup", scheduler_kwargs=schedule
     )
     state = {key: value.clone() for key, value in model.state_dict().items()}
     straight = _fit(spec, model, config.replace(max_steps=2 * n), rows)
@@ -260,11 +322,11 @@ def check_resume_equivalence(spec: ModelSpec, model: torch.nn.Module, *, options
     return verdict(
         spec,
         "resume_equivalence",
-        passed=worst <= RESUME_ATOL,
+        passed=worst <= atol,
         measured=worst,
-        threshold=RESUME_ATOL,
-        tolerance={"rtol": 0.0, "atol": RESUME_ATOL},
-        expected=f"weights after {n} + {n} resumed steps within {RESUME_ATOL:g} of {2 * n} straight steps",
+        threshold=atol,
+        tolerance={"rtol": 0.0, "atol": atol},
+        expected=f"weights after {n} + {n} resumed steps within {atol:g} of {2 * n} straight steps",
         got=f"max |difference| {worst:.3g} (at {worst_name})",
         hint="Something is not saved or not restored by the checkpoint: the optimizer's state (Adam moments), "
         "the scheduler's step, or a buffer outside the state dict.",
@@ -287,8 +349,8 @@ def check_freeze_unfreeze(spec: ModelSpec, model: torch.nn.Module, *, options: C
     """Frozen parameters stay bitwise unchanged by a step while trainable ones move; after unfreezing every
     parameter is in the optimizer at its stated learning rate and moves."""
     recipe = resolve(spec)
-    config = _config(spec, seed=options.seed)
-    batch = _batch(spec, options, options.batch_size)
+    config = _config(spec, options, seed=options.seed)
+    batch = fixed_batch(spec, options)
     model.eval()  # deterministic: no dropout
     recipe.freeze(model)
     named = dict(model.named_parameters())
@@ -347,58 +409,21 @@ def check_freeze_unfreeze(spec: ModelSpec, model: torch.nn.Module, *, options: C
 
 
 @st.composite
-def _cosine_arguments(draw: st.DrawFn) -> dict[str, Any]:
-    total = draw(st.integers(1, SCHEDULER_HORIZON - 5))
-    warmup = draw(st.one_of(st.just(0), st.integers(0, total - 1)))
-    ratio = draw(st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0)))
-    return {"total_steps": total, "warmup_steps": warmup, "min_lr_ratio": ratio}
-
-
-@st.composite
 def _warmup_arguments(draw: st.DrawFn) -> dict[str, Any]:
     warmup = draw(st.one_of(st.just(0), st.integers(0, SCHEDULER_HORIZON - 5)))
     return {"warmup_steps": warmup, "start_factor": draw(st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0)))}
 
 
-@st.composite
-def _transfer_arguments(draw: st.DrawFn) -> dict[str, Any]:
-    arguments = draw(_cosine_arguments())
-    total = arguments["total_steps"]
-    return arguments | {
-        "unfreeze_step": draw(st.one_of(st.just(0), st.just(total), st.integers(0, total))),
-        "unfreeze_ramp_steps": draw(st.one_of(st.just(0), st.integers(0, 10))),
-        "head_drop_factor": draw(st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0))),
-    }
-
-
-def _cosine(arguments: dict[str, Any], s: int) -> float:
-    total, warmup, ratio = arguments["total_steps"], arguments["warmup_steps"], arguments["min_lr_ratio"]
-    if s < warmup:
-        return s / warmup
-    progress = min(1.0, (s - warmup) / (total - warmup))
-    return ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def _expectations(name: str, arguments: dict[str, Any], group: str | None) -> tuple[dict[int, float], list[tuple]]:
+def _expectations(name: str, arguments: dict[str, Any]) -> tuple[dict[int, float], list[tuple]]:
     """Documented boundary values {step: multiplier} and monotone stretches (start, end, +1 up / -1 down)."""
     if name == "warmup-only":
         w, f = arguments["warmup_steps"], arguments["start_factor"]
         return {0: f if w else 1.0, w: 1.0, w + 3: 1.0}, [(0, w + 3, 1)]
     total, warmup, ratio = arguments["total_steps"], arguments["warmup_steps"], arguments["min_lr_ratio"]
-    if name == "cosine-warmup" or group is None:
-        return {0: 0.0 if warmup else 1.0, warmup: 1.0, total: ratio, total + 3: ratio}, [
-            (0, warmup, 1),
-            (warmup, total + 3, -1),
-        ]
-    u, ramp, drop = arguments["unfreeze_step"], arguments["unfreeze_ramp_steps"], arguments["head_drop_factor"]
-    if group == "head":
-        values = {total: drop * ratio if u <= total else ratio, u: drop * _cosine(arguments, u)}
-        if u > 0:
-            values[0] = _cosine(arguments, 0)
-        return values, []
-    values = {s: 0.0 for s in range(u)} | {u: 0.0 if ramp else _cosine(arguments, u)}
-    values[u + ramp] = _cosine(arguments, u + ramp)
-    return values, []
+    return {0: 0.0 if warmup else 1.0, warmup: 1.0, total: ratio, total + 3: ratio}, [
+        (0, warmup, 1),
+        (warmup, total + 3, -1),
+    ]
 
 
 def _drive(recipe: Any, model: torch.nn.Module, config: TrainingConfig, steps: int) -> dict[str, list[float]]:
@@ -422,23 +447,24 @@ def check_scheduler_properties(spec: ModelSpec, model: torch.nn.Module, *, optio
     """The learning-rate schedule is never negative, warms up monotonically and hits its documented boundary values
     (zero-valued arguments honoured) at fuzzed arguments."""
     recipe = resolve(spec)
-    probe, _ = recipe.optimizers(model, _config(spec))
-    group_names = {g.get("name") for g in probe.param_groups}
-    strategies = {"cosine-warmup": _cosine_arguments(), "warmup-only": _warmup_arguments()}
-    if group_names == {"head", "body"}:
-        strategies["transfer-learning"] = _transfer_arguments()
+    strategies = {"cosine-warmup": cosine_arguments(SCHEDULER_HORIZON), "warmup-only": _warmup_arguments()}
+    own = {contract.name: contract for contract in recipe.schedules}  # the model's own schedules, from its recipe
+    strategies |= {name: contract.arguments(SCHEDULER_HORIZON) for name, contract in own.items()}
     cases = st.one_of(*(st.tuples(st.just(name), strategy) for name, strategy in strategies.items()))
 
     def body(case: tuple[str, dict[str, Any]]) -> float:
         name, arguments = case
-        config = _config(spec, scheduler=name, scheduler_kwargs=arguments)
+        config = _config(spec, options, scheduler=name, scheduler_kwargs=arguments)
         curves = _drive(recipe, model, config, SCHEDULER_HORIZON)
         for group, values in curves.items():
             lowest = min(values)
             if not all(math.isfinite(v) for v in values) or lowest < 0:
                 raise Violation(-lowest if lowest < 0 else math.inf, f"{name}{arguments} group {group}: multiplier "
                                 f"{lowest:.3g} (negative or non-finite) at step {values.index(lowest)}")  # fmt: skip
-            expected, stretches = _expectations(name, arguments, group if name == "transfer-learning" else None)
+            contract = own.get(name)
+            expected, stretches = (
+                contract.expectations(arguments, group) if contract else _expectations(name, arguments)
+            )
             for s, value in expected.items():
                 if s < len(values) and abs(values[s] - value) > 1e-9:
                     raise Violation(abs(values[s] - value), f"{name}{arguments} group {group}: multiplier "

@@ -9,7 +9,6 @@ raises :class:`ExportError` naming the unsupported operator and the opset where 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tempfile
 import time
@@ -163,18 +162,17 @@ class Exports:
     def _onnx_dynamo(self, path: Path, names: list[str]) -> int:
         from torch.export import Dim
 
-        dynamic = tuple({axis: Dim.DYNAMIC for axis in dynamic_axes(name)} for name in names)
+        dynamic = tuple({axis: Dim.DYNAMIC for axis in dynamic_axes(self.spec, name)} for name in names)
         with warnings.catch_warnings(), _quiet_torch_logs():
             warnings.simplefilter("ignore")
+            # Non-strict capture only: Python runs as written, so a size the model reads with int() is baked in
+            # and then fails the dynamic-shape constraints (the TorchScript-based exporter is the fallback, and
+            # parity shows the baked size); dynamo's strict tracing would quietly make such a size symbolic.
+            exported = torch.export.export(
+                self.wrapper(), self.example(), dynamic_shapes={"inputs": dynamic}, strict=False
+            )
             program = torch.onnx.export(
-                self.wrapper(),
-                self.example(),
-                dynamo=True,
-                dynamic_shapes={"inputs": dynamic},
-                input_names=names,
-                output_names=["output"],
-                report=False,
-                verbose=False,
+                exported, dynamo=True, input_names=names, output_names=["output"], report=False, verbose=False
             )
         _atomic_save(lambda target: program.save(str(target)), path)
         return int(program.model.opset_imports.get("", 0))
@@ -191,7 +189,7 @@ class Exports:
                     opset_version=OPSET,
                     input_names=names,
                     output_names=["output"],
-                    dynamic_axes={name: dynamic_axes(name) for name in names},
+                    dynamic_axes={name: dynamic_axes(self.spec, name) for name in names},
                 ),
                 path,
             )
@@ -261,15 +259,10 @@ def run_session(session: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _atomic_save(save: Any, path: Path) -> None:
     """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(handle)
-    try:
-        save(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    from harness.io import atomic_path
+
+    with atomic_path(path, suffix=path.suffix) as temporary:  # the writer sees the format's file ending
+        save(temporary)
 
 
 class _quiet_root_logger:

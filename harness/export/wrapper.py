@@ -8,24 +8,15 @@ from harness.adapters import adapter_for
 from harness.adapters.base import Batch
 from harness.spec import ModelSpec
 
-INPUT_KEYS: dict[str, tuple[str, ...]] = {
-    "causal-lm": ("input_ids", "attention_mask"),
-    "seq2seq-lm": ("input_ids", "attention_mask", "labels"),  # labels -> decoder inputs inside the graph
-    "token-classification": ("input_ids", "attention_mask"),
-    "sequence-scoring": ("input_ids", "attention_mask"),
-    "text-embedding": ("input_ids", "attention_mask"),
-    "image-classification": ("pixel_values",),
-}
-
 
 def export_inputs(spec: ModelSpec, batch: Batch) -> dict[str, torch.Tensor]:
-    """The named graph inputs of a batch, in the graph's order."""
-    return {key: batch[key] for key in INPUT_KEYS[spec.task]}
+    """The named graph inputs of a batch (the adapter's ``export_keys``), in the graph's order."""
+    return {key: batch[key] for key in adapter_for(spec).export_keys}
 
 
-def dynamic_axes(key: str) -> dict[int, str]:
-    """Axes that vary: batch for every input, length for token inputs."""
-    return {0: "batch"} if key == "pixel_values" else {0: "batch", 1: "length"}
+def dynamic_axes(spec: ModelSpec, key: str) -> dict[int, str]:
+    """The axes of graph input ``key`` that vary (the adapter's: batch, and length for token inputs)."""
+    return adapter_for(spec).dynamic_axes(key)
 
 
 class ExportWrapper(torch.nn.Module):
@@ -35,7 +26,7 @@ class ExportWrapper(torch.nn.Module):
         super().__init__()
         self.spec = spec
         self.model = model
-        self.keys = INPUT_KEYS[spec.task]
+        self.keys = adapter_for(spec).export_keys
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return adapter_for(self.spec).forward(self.spec, self.model, dict(zip(self.keys, inputs, strict=True)))

@@ -1,4 +1,8 @@
-"""Tier 5 monitoring: reference profiles, drift against them, and the candidate-vs-baseline gate."""
+"""Tier 5 monitoring: reference profiles, drift against them, and the candidate-vs-baseline gate.
+
+:mod:`harness.monitoring.monitor` runs them from a monitor config (``harness monitor``, ``harness baseline`` and
+``harness profile`` in :mod:`harness.monitoring.cli` only parse and print).
+"""
 
 from harness.monitoring.config import MonitorConfig
 from harness.monitoring.drift import DriftReport, FeatureDrift, compare_profiles

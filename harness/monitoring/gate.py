@@ -20,7 +20,6 @@ second copy of itself.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 
 from harness import stats
 from harness.evaluation import Evaluation
+from harness.io import atomic_write_text
 from harness.monitoring.config import MonitorConfig
 from harness.result import json_safe
 
@@ -107,8 +107,6 @@ def gate_losses(
 
 def save_baseline(evaluation: Evaluation, path: str | Path, *, data: dict[str, Any]) -> Path:
     """Write ``evaluation`` (per-example values kept) and its eval set ``data`` to one JSON file, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     stored = {
         "schema": BASELINE_SCHEMA,
         "kind": "baseline",
@@ -117,10 +115,7 @@ def save_baseline(evaluation: Evaluation, path: str | Path, *, data: dict[str, A
         "data": data,
         "evaluation": evaluation.to_dict(per_example=True),
     }
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(json_safe(stored), allow_nan=False))
-    os.replace(temporary, path)
-    return path
+    return atomic_write_text(path, json.dumps(json_safe(stored), allow_nan=False))
 
 
 def load_baseline(path: str | Path) -> tuple[Evaluation, dict[str, Any]]:

@@ -28,16 +28,17 @@ def add_mutate_parser(subparsers: Any) -> argparse.ArgumentParser:
 def command_mutate(args: argparse.Namespace) -> int:
     """Run the mutation analysis; 0 when every kill rate meets the threshold, 1 if not, 2 for a usage error."""
     from harness.checks import CheckOptions
+    from harness.config import parse_tiers
     from harness.loading import ModelSelectionError, resolve_models
-    from harness.mutate.report import report_dict, write_report
-    from harness.mutate.runner import mutate_model, parse_tiers
+    from harness.mutate.report import report_dict, write_mutation_report
+    from harness.mutate.runner import mutate_model
 
     try:
         if not args.model:
             raise ValueError("--model is required (repeatable): a zoo name or module:attribute")
         if not 0.0 <= args.min_kill_rate <= 1.0:
             raise ValueError(f"--min-kill-rate must be in [0, 1], got {args.min_kill_rate}")
-        tiers = parse_tiers(args.tiers)
+        tiers = parse_tiers(args.tiers, option="--tiers")
         options = CheckOptions(seed=args.seed)
         specs = resolve_models(args.model)
     except (ValueError, KeyError, ModelSelectionError) as error:
@@ -46,7 +47,7 @@ def command_mutate(args: argparse.Namespace) -> int:
     mutations = [mutate_model(spec, tiers=tiers, options=options) for spec in specs]
     report = report_dict(mutations, min_kill_rate=args.min_kill_rate)
     if args.report_dir:
-        path = write_report(mutations, Path(args.report_dir), min_kill_rate=args.min_kill_rate)
+        path = write_mutation_report(mutations, Path(args.report_dir), min_kill_rate=args.min_kill_rate)
         print(f"wrote {path} and {path.with_suffix('.html')}", file=sys.stderr)
     print(json.dumps(report, indent=2, allow_nan=False) if args.json else format_table(mutations))
     return 0 if report["passed"] else 1

@@ -1,8 +1,9 @@
 """Fault injectors: plant one realistic bug in any ``torch.nn.Module`` without touching the user's source.
 
 An injector edits a freshly built model through forward hooks, forward pre-hooks (which rewrite the
-keyword arguments: input wrapping), parameter edits or the exported artefact, and declares the specs it
-applies to and the tiers whose checks can see it. :func:`mutant_spec` turns a spec and an injector into a
+keyword arguments: input wrapping), parameter edits or the exported artefact, and declares the tiers whose
+checks can see it and the catalog check it applies with (a fault is planted only where the check that sees it
+applies: the catalog's own requirements, never a copy of them). :func:`mutant_spec` turns a spec and an injector into a
 ``ModelSpec`` named ``"{spec.name}~{injector.name}"`` whose ``build`` makes the clean model and then
 injects, so every existing check runs on the mutant unchanged.
 
@@ -13,6 +14,7 @@ called with, so the faults survive the deep copy every check makes of its model.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.spec import SEQUENCE_TASKS, ModelSpec
+from harness.spec import ModelSpec
 
-Applies = Callable[[ModelSpec], "str | None"]  # why an injector does not apply to a spec, or None
+Applies = Callable[[ModelSpec], "str | None"]  # why an injector does not apply to a spec, or None (see _seen_by)
 Inject = Callable[[ModelSpec, nn.Module, "str | None"], None]  # (mutant spec, model, artifacts_dir): edits in place
 
 
@@ -209,39 +211,151 @@ def _inject_onnx_initializer(spec: ModelSpec, model: nn.Module, folder: str | No
     onnx.save(graph, str(path))
 
 
-# --- applicability -----------------------------------------------------------------------------------
+# --- language-model paths (the checks of harness.checks.language see them) ---------------------------
 
 
-def _always(_spec: ModelSpec) -> str | None:
-    return None
+def _cache_length(cache: Any) -> int:
+    """Tokens a key/value cache holds: ``get_seq_length()`` of a Cache object, else the key length of a tuple."""
+    if cache is None:
+        return 0
+    if callable(getattr(cache, "get_seq_length", None)):
+        return int(cache.get_seq_length())
+    first = cache
+    while isinstance(first, (tuple, list)) and first:
+        first = first[0]
+    return int(first.shape[-2]) if isinstance(first, torch.Tensor) else 0
 
 
-def _trainable(spec: ModelSpec) -> str | None:
-    return None if spec.capabilities.supports_training else "the model declares it does not support training"
+def _call_positions(kwargs: dict[str, Any], past: int) -> torch.Tensor | None:
+    """This call's position ids: the given ones, else ``past + arange(T)`` (the positions of cached decoding)."""
+    if kwargs.get("position_ids") is not None:
+        return kwargs["position_ids"]
+    tokens = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
+    if tokens is None:
+        return None
+    return torch.arange(past, past + tokens.shape[1], device=tokens.device).unsqueeze(0)
 
 
-def _fresh(spec: ModelSpec) -> str | None:
-    return "the model loads pretrained weights" if spec.capabilities.pretrained else None
+def _shift_cached_positions_hook(
+    argument: str, _module: nn.Module, args: tuple, kwargs: dict[str, Any]
+) -> tuple[tuple, dict[str, Any]]:
+    past = _cache_length(kwargs.get(argument))
+    positions = _call_positions(kwargs, past) if past else None
+    if positions is None:
+        return args, kwargs
+    return args, {**kwargs, "position_ids": positions + 1}  # a forward given a cache is one position off
 
 
-def _causal(spec: ModelSpec) -> str | None:
-    if spec.task not in SEQUENCE_TASKS:
-        return f"task {spec.task} has no sequence dimension"
+def _drop_kernel_mask_hook(index: int, module: nn.Module, args: tuple, kwargs: dict[str, Any]):
+    if getattr(getattr(module, "config", None), "_attn_implementation", "eager") == "eager":
+        return args, kwargs  # the eager kernel keeps its mask: only the other kernels drop it
+    if len(args) > index:
+        return (*args[:index], None, *args[index + 1 :]), kwargs
+    return args, {**kwargs, "attention_mask": None} if "attention_mask" in kwargs else kwargs
+
+
+def _skip_position_embedding_hook(
+    table: str, module: nn.Module, args: tuple, kwargs: dict[str, Any]
+) -> tuple[tuple, dict[str, Any]]:
+    embeds = kwargs.get("inputs_embeds")
+    if embeds is None:
+        return args, kwargs
+    past = _cache_length(kwargs.get("cache", kwargs.get("past_key_values")))
+    positions = _call_positions(kwargs, past)
+    cancelled = embeds - module.get_submodule(table)(positions).to(embeds)  # the forward adds it back: net zero
+    return args, {**kwargs, "inputs_embeds": cancelled}
+
+
+def _mask_kernels(model: nn.Module) -> list[tuple[nn.Module, int]]:
+    """(module, positional index of attention_mask) of the innermost submodules that take an attention mask and
+    read their kernel from ``config._attn_implementation`` (the attention layers of Hugging Face models)."""
+    import inspect
+
+    candidates = {}
+    for module in model.modules():
+        if module is model or not hasattr(getattr(module, "config", None), "_attn_implementation"):
+            continue
+        parameters = [p for p in inspect.signature(module.forward).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        names = [p.name for p in parameters]
+        if "attention_mask" in names:
+            candidates[module] = names.index("attention_mask")
+    inner = [m for m in candidates if not any(c in candidates for c in m.modules() if c is not m)]
+    return [(module, candidates[module]) for module in inner]
+
+
+def _inject_cache_position_shift(_spec: ModelSpec, model: nn.Module, _folder: str | None) -> None:
+    from harness.checks.language import CACHE_ARGUMENTS
+
+    parameters = inspect.signature(model.forward).parameters
+    argument = next(name for name in CACHE_ARGUMENTS if name in parameters)
+    model.register_forward_pre_hook(functools.partial(_shift_cached_positions_hook, argument), with_kwargs=True)
+
+
+def _inject_kernel_mask_drop(_spec: ModelSpec, model: nn.Module, _folder: str | None) -> None:
+    kernels = _mask_kernels(model)
+    if not kernels:
+        raise ValueError("no attention layer takes attention_mask and a config._attn_implementation")
+    for module, index in kernels:
+        module.register_forward_pre_hook(functools.partial(_drop_kernel_mask_hook, index), with_kwargs=True)
+
+
+def _inject_embeds_without_positions(spec: ModelSpec, model: nn.Module, _folder: str | None) -> None:
+    from harness.checks.language import position_embedding_of
+
+    table = position_embedding_of(spec, model)
+    if table is None:
+        raise ValueError("the model has no learned position embedding")
+    model.register_forward_pre_hook(functools.partial(_skip_position_embedding_hook, table), with_kwargs=True)
+
+
+# --- applicability: asked of the check catalog, never re-typed here ----------------------------------
+
+
+def _seen_by(check: str, *claims: Applies) -> Applies:
+    """Applies where the catalog check ``check`` applies (its own requirements, from
+    :meth:`harness.checks.base.Check.not_applicable_because`) and every extra claim holds: a fault matters only
+    where the check that sees it runs."""
+
+    def applies(spec: ModelSpec) -> str | None:
+        from harness.checks import CHECKS
+
+        for requirement in (CHECKS[check].not_applicable_because, *claims):
+            reason = requirement(spec)
+            if reason:
+                return reason
+        return None
+
+    return applies
+
+
+def _claims_causal(spec: ModelSpec) -> str | None:
     return None if spec.capabilities.is_causal else "the model does not declare itself causal"
 
 
-def _masked(spec: ModelSpec) -> str | None:
-    return None if spec.capabilities.has_attention_mask else "the model declares no attention mask"
+def _takes_labels(spec: ModelSpec) -> str | None:
+    from harness.adapters import adapter_for
+
+    return None if adapter_for(spec).has_loss else f"{spec.task} models take no labels"
 
 
-def _has_labels(spec: ModelSpec) -> str | None:
-    if spec.task == "text-embedding":
-        return "text-embedding models take no labels"
-    return _trainable(spec)
+def _takes_position_ids(spec: ModelSpec) -> str | None:
+    from harness.checks.language import model_facts
+
+    facts = model_facts(spec)
+    return None if facts is None or facts.position_ids else "the forward takes no position_ids to shift"
 
 
-def _exportable(spec: ModelSpec) -> str | None:
-    return None if spec.capabilities.exportable else "the model declares it is not exportable"
+def _has_mask_kernels(spec: ModelSpec) -> str | None:
+    with torch.random.fork_rng(devices=[]):
+        found = _mask_kernels(spec.build_model())
+    return None if found else "no attention layer takes attention_mask and reads config._attn_implementation"
+
+
+def _learned_positions(spec: ModelSpec) -> str | None:
+    from harness.checks.language import model_facts
+
+    facts = model_facts(spec)
+    return None if facts is None or facts.position_embedding else "the model has no learned position embedding"
 
 
 INJECTORS: dict[str, Injector] = {
@@ -252,84 +366,105 @@ INJECTORS: dict[str, Injector] = {
             "a middle submodule's output is detached: everything before it gets no gradient",
             (1, 3),
             _inject_forward_hook(_detach_hook),
-            _trainable,
+            _seen_by("gradient_flow"),
         ),
         Injector(
             "row_leak",
             "each batch row leaks half of the previous row into a middle activation",
             (1, 2),
             _inject_forward_hook(_row_leak_hook),
-            _always,
+            _seen_by("batch_independence"),
         ),
         Injector(
             "future_leak",
             "each position leaks half of the next position into a middle activation",
             (1, 2),
             _inject_forward_hook(_future_leak_hook, sequence=True),
-            _causal,
+            _seen_by("causality", _claims_causal),
         ),
         Injector(
             "mask_dropped",
             "forward replaces attention_mask by ones: padding is attended to",
             (1, 2),
             _inject_pre_hook(_drop_mask_hook),
-            _masked,
+            _seen_by("padding_invariance"),
         ),
         Injector(
             "eval_noise",
             "a middle activation gets Gaussian noise in eval mode too (non-determinism)",
             (1,),
             _inject_forward_hook(_noise_hook),
-            _always,
+            _seen_by("eval_determinism"),
         ),
         Injector(
             "hidden_state",
             "a buffer counts forward calls and shifts a middle activation by it",
             (1,),
             _inject_hidden_state,
-            _always,
+            _seen_by("eval_determinism"),
         ),
         Injector(
             "scaled_weight",
             "the largest weight is 1000x too large (a unit error)",
             (1, 3),
             _edit_weight(_scale),
-            _fresh,
+            _seen_by("initialization"),
         ),
         Injector(
             "nan_weight",
             "one element of the largest weight is NaN",
             (1,),
             _edit_weight(_nan_poison),
-            _always,
+            _seen_by("output_shapes"),
         ),
         Injector(
             "constant_layer",
             "the largest weight is constant-initialised (0.02 everywhere)",
             (1,),
             _edit_weight(_constant),
-            _fresh,
+            _seen_by("initialization"),
         ),
         Injector(
             "shifted_labels",
             "forward rolls the labels by one before computing its loss",
             (1, 3),
             _inject_pre_hook(_shift_labels_hook),
-            _has_labels,
+            _seen_by("loss_oracle", _takes_labels),
         ),
         Injector(
             "silent_freeze",
             "the largest weight is silently frozen (requires_grad=False)",
             (1, 3),
             _inject_freeze,
-            _trainable,
+            _seen_by("gradient_flow"),
         ),
         Injector(
             "onnx_initializer",
             "the exported ONNX graph's largest initializer is perturbed; the eager model is clean",
             (4,),
             _inject_onnx_initializer,
-            _exportable,
+            _seen_by("onnx_parity"),
+        ),
+        Injector(
+            "cache_position_shift",
+            "a forward given a non-empty key/value cache numbers its tokens one position too far",
+            (1,),
+            _inject_cache_position_shift,
+            _seen_by("cache_consistency", _takes_position_ids),
+        ),
+        Injector(
+            "kernel_mask_dropped",
+            "every attention kernel but eager (sdpa, flash) ignores the attention mask",
+            (1,),
+            _inject_kernel_mask_drop,
+            _seen_by("attention_backend_equivalence", _has_mask_kernels),
+        ),
+        Injector(
+            "embeds_skip_positions",
+            "the inputs_embeds path skips the position embedding",
+            (1,),
+            _inject_embeds_without_positions,
+            _seen_by("inputs_embeds_equivalence", _learned_positions),
         ),
     )
 }

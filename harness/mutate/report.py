@@ -22,7 +22,7 @@ def report_dict(mutations: list[ModelMutation], *, min_kill_rate: float) -> dict
     }
 
 
-def write_report(mutations: list[ModelMutation], folder: str | Path, *, min_kill_rate: float = 0.9) -> Path:
+def write_mutation_report(mutations: list[ModelMutation], folder: str | Path, *, min_kill_rate: float = 0.9) -> Path:
     """Write ``mutation.json`` and ``mutation.html`` into ``folder``; returns the JSON path."""
     target = Path(folder)
     target.mkdir(parents=True, exist_ok=True)

@@ -154,18 +154,4 @@ def _tiers(tiers: tuple[int, ...]) -> str:
     return ", ".join(str(tier) for tier in tiers)
 
 
-def parse_tiers(text: str) -> tuple[int, ...]:
-    """``"1-4"``, ``"1,3"`` or ``"2"`` as a sorted tuple of tiers in 1..5; ValueError naming the text."""
-    tiers: set[int] = set()
-    try:
-        for part in text.split(","):
-            low, _, high = part.strip().partition("-")
-            tiers.update(range(int(low), int(high or low) + 1))
-    except ValueError:
-        raise ValueError(f"--tiers must look like 1-4 or 1,3; got {text!r}") from None
-    if not tiers or not tiers <= {1, 2, 3, 4, 5}:
-        raise ValueError(f"--tiers must name tiers in 1..5; got {text!r}")
-    return tuple(sorted(tiers))
-
-
-__all__ = ["INJECTORS", "ModelMutation", "MutantOutcome", "mutate_model", "parse_tiers"]
+__all__ = ["INJECTORS", "ModelMutation", "MutantOutcome", "mutate_model"]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import json
-import os
 import platform
 import secrets
 import sys
@@ -13,14 +11,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from harness.io import atomic_write_text
+from harness.versions import package_versions
+
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 SCHEMA_VERSION = "1.0"
 STATUSES = ("passed", "failed", "warned", "inconclusive", "skipped", "error")
 PACKAGES = ("torch", "transformers", "tokenizers", "hypothesis", "pytest", "numpy", "ml-harness")
 
 
-def new_run_id() -> str:
-    """A run id: UTC time to the second plus a random suffix, e.g. ``20261122-030701-0ce3``."""
+def new_report_run_id() -> str:
+    """The id of a run of the tiers (its report folder and the report's ``run_id``): UTC time to the second plus
+    a random suffix, e.g. ``20261122-030701-0ce3``. (An ExperimentDB ``run_id`` names a training run instead.)"""
     return _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
@@ -30,30 +32,23 @@ def load_schema() -> dict[str, Any]:
 
 def environment(hypothesis_profile: str, workers: int) -> dict[str, Any]:
     """Interpreter, platform and the versions of the packages a verdict depends on."""
-
-    def version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "packages": {name: version(name) for name in PACKAGES},
+        "packages": package_versions(PACKAGES),
         "hypothesis_profile": hypothesis_profile,
         "workers": workers,
     }
 
 
-def build_report(run_id: str, rows: list[dict[str, Any]], env: dict[str, Any]) -> dict[str, Any]:
+def build_report(report_run_id: str, rows: list[dict[str, Any]], env: dict[str, Any]) -> dict[str, Any]:
     """The report document; rows are sorted by test id so serial and parallel runs give the same file."""
     rows = sorted(rows, key=lambda row: row["test_id"])
     counts = Counter(row["status"] for row in rows)
     summary = {"total": len(rows), **{status: counts.get(status, 0) for status in STATUSES}}
     return {
         "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
+        "run_id": report_run_id,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "environment": env,
         "summary": summary,
@@ -71,8 +66,4 @@ def validate_report(report: dict[str, Any]) -> None:
 def write_report(report: dict[str, Any], path: Path) -> Path:
     """Validate, then write atomically (a temporary file renamed over the target)."""
     validate_report(report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    os.replace(temporary, path)
-    return path
+    return atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")

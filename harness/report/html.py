@@ -20,10 +20,11 @@ import html
 import io
 import json
 import math
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+
+from harness.io import atomic_write_text
 
 STATUS_ORDER = ("passed", "failed", "error", "warned", "inconclusive", "skipped")
 STYLE = """
@@ -220,7 +221,4 @@ def write_html(report_path: Path, out: Path | None = None) -> Path:
     except (OSError, ValueError) as error:
         raise ValueError(f"{report_path} is not a readable report.json: {error}") from error
     out = Path(out) if out else report_path.with_name("report.html")
-    temporary = out.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(render_html(report), encoding="utf-8")
-    os.replace(temporary, out)
-    return out
+    return atomic_write_text(out, render_html(report))

@@ -13,13 +13,11 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import hashlib
-import importlib.metadata
 import io
 import json
 import math
 import os
 import platform
-import secrets
 import sys
 import zipfile
 from collections.abc import Iterable
@@ -27,7 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.io import atomic_path
 from harness.store.db import ExperimentDB, MetricRow, StoreError
+from harness.versions import package_versions
 
 BUNDLE_FORMAT = "ml-harness-bundle"  # MANIFEST.json "format"
 BUNDLE_VERSION = 1  # MANIFEST.json "version"; bumped when the member layout changes
@@ -106,13 +106,6 @@ def _json_bytes(value: Any) -> bytes:
     return (json.dumps(_strict(value), indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def environment_snapshot(seeds: dict[str, Any] | None = None) -> dict[str, Any]:
     """Package versions, interpreter, platform, CPU/CUDA hardware and torch determinism flags of this process."""
     import torch
@@ -126,7 +119,7 @@ def environment_snapshot(seeds: dict[str, Any] | None = None) -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": package_versions(PACKAGES),
         "hardware": {
             "cpu_count": os.cpu_count(),
             "cpu_affinity": affinity,  # CPUs this process may run on
@@ -220,17 +213,10 @@ def write_bundle(
             name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for name, data in members.items()
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
+    with atomic_path(path, fsync=True, publish=_publish) as temporary:  # never replaces: _publish refuses
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, data in [*members.items(), (MANIFEST, _json_bytes(manifest))]:
                 archive.writestr(zipfile.ZipInfo(name, _ZIP_TIME), data, compress_type=zipfile.ZIP_DEFLATED)
-        with temporary.open("rb") as handle:
-            os.fsync(handle.fileno())
-        _publish(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 

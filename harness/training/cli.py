@@ -1,47 +1,46 @@
-"""``harness train --config FILE.json``: train a model from a JSON config, with a progress bar.
+"""``harness train --config FILE``: train a model from a JSON (or TOML) config, with a progress bar.
 
 The file holds ``TrainingConfig.to_dict()``'s keys (any subset; the rest keep their defaults) plus
 ``"model"``: a zoo name or ``package.module:attr``. A bad file or value prints one line and exits 2.
-Optional ``"db"``: an ExperimentDB path the run is recorded in.
+Optional ``"db"``: an ExperimentDB path the run is recorded in. The file is read by the harness's one config
+reader (:func:`harness.config.read_config_file`); every problem is a :class:`~harness.config.ConfigError`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from harness.training.config import ConfigError, TrainingConfig
+from harness.config import ConfigError, read_config_file
 
 
-def read_config(path: str) -> tuple[str, TrainingConfig, str | None]:
-    """(model selector, training config, db path or None) from a JSON file; ConfigError on any problem."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"--config {path}: no such file")
-    try:
-        values: Any = json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"--config {path}: not valid JSON ({error})") from None
-    if not isinstance(values, dict) or not isinstance(values.get("model"), str):
-        raise ConfigError(f'--config {path}: needs a JSON object with a "model" string (a zoo name or module:attr)')
+def read_config(path: str) -> tuple[str, dict[str, Any], str | None]:
+    """(model selector, TrainingConfig fields, db path or None) of a config file; ConfigError on any problem.
+
+    The fields become a TrainingConfig once the model is resolved: a model module may register the scheduler
+    the config names (``harness.training.schedulers.register_scheduler``).
+    """
+    values = read_config_file(path)
+    if not isinstance(values.get("model"), str):
+        raise ConfigError(f'{path}: needs a JSON object with a "model" string (a zoo name or module:attr)')
     values = dict(values)
     model = values.pop("model")
     db = values.pop("db", None)
-    return model, TrainingConfig.from_dict(values), db
+    return model, values, db
 
 
 def command_train(args: argparse.Namespace) -> int:
     from harness.loading import ModelSelectionError, resolve_models
+    from harness.training.config import TrainingConfig
     from harness.training.runs import train
 
     try:
-        selector, config, db_path = read_config(args.config)
+        selector, values, db_path = read_config(args.config)
         specs = resolve_models([selector])
         if len(specs) != 1:
-            raise ConfigError(f'"model": {selector!r} names {len(specs)} models; name exactly one')
+            raise ConfigError(f'{args.config}: "model": {selector!r} names {len(specs)} models; name exactly one')
+        config = TrainingConfig.from_dict(values)
     except (ConfigError, ModelSelectionError) as error:
         print(f"harness train: error: {error}", file=sys.stderr)
         return 2
@@ -66,7 +65,7 @@ def command_train(args: argparse.Namespace) -> int:
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``train`` on the ``harness`` CLI's subparsers; its handler is ``args.handler``."""
     parser = subparsers.add_parser("train", help='train a model from a JSON TrainingConfig (+ "model")')
-    parser.add_argument("--config", required=True, help='JSON file: TrainingConfig fields plus "model"')
+    parser.add_argument("--config", required=True, help='JSON (or TOML) file: TrainingConfig fields plus "model"')
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=command_train)
     return parser

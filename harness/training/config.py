@@ -16,16 +16,13 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.config import ConfigError
 from harness.spec import TASKS, ModelSpec
 
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed")  # Lightning precision names
 STRATEGIES = ("auto", "ddp", "fsdp")  # "ddp" falls back to one device when only one is visible
 ACCELERATORS = ("cpu", "gpu", "auto")
 CACHE_VERSION = 1  # bump to invalidate every cached run when training semantics change
-
-
-class ConfigError(ValueError):
-    """A TrainingConfig field holds an invalid value; the message names the field and the value."""
 
 
 def _integer(name: str, value: Any, *, minimum: int) -> None:

@@ -1,5 +1,5 @@
-"""Training data: local text files through the ``datasets`` text loader, the digits images, or seeded
-synthetic batches for tasks real text carries no labels for.
+"""Training data: local text files through the ``datasets`` text loader, the spec's own real examples
+(``ModelSpec.real_data``), or seeded synthetic batches from the task's adapter.
 
 Text: ``config.data`` names the user's files; without any, :func:`harness.data.reference_text` is written
 once to a cache file and loaded the same way, so the default path is the user's path. Lines are
@@ -9,7 +9,6 @@ tokenised with the model's tokenizer, concatenated and cut into ``sequence_lengt
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -46,7 +45,7 @@ class TrainingData:
 
     train: RowsDataset
     validation: RowsDataset
-    source: str  # "text:<files>", "digits" or "synthetic"
+    source: str  # "text:<files>", "real:<ModelSpec.real_data's name>" or "synthetic"
 
 
 def wikitext_files() -> tuple[str, ...] | None:
@@ -63,17 +62,20 @@ def default_text_file() -> Path:
 
     path = cache_dir("data") / "reference_text.txt"
     if not path.exists():
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(reference_text(), encoding="utf-8")
-        os.replace(temporary, path)
+        from harness.io import atomic_write_text
+
+        atomic_write_text(path, reference_text())
     return path
 
 
+def trains_on_text(spec: ModelSpec) -> bool:
+    """Whether the spec trains on tokenised text: its adapter reads text and it has a tokenizer."""
+    return adapter_for(spec).trains_on_text and spec.tokenizer is not None
+
+
 def has_real_data(spec: ModelSpec) -> bool:
-    """Whether the harness has real data for the spec: tokenised text or the digits images."""
-    if spec.task == "causal-lm":
-        return spec.tokenizer is not None
-    return spec.task == "image-classification" and spec.inputs.image_size == (1, 8, 8)
+    """Whether the harness has real data to train the spec on: tokenised text or the spec's own real examples."""
+    return trains_on_text(spec) or spec.real_data is not None
 
 
 @lru_cache(maxsize=8)
@@ -107,23 +109,23 @@ def text_rows(spec: ModelSpec, config: TrainingConfig) -> TrainingData:
         validation = validation[: max(1, config.max_rows // 4)]
 
     def dataset(part: torch.Tensor) -> RowsDataset:
-        return RowsDataset({"input_ids": part, "attention_mask": torch.ones_like(part), "labels": part.clone()})
+        return RowsDataset(adapter_for(spec).window_batch(spec, part))
 
     return TrainingData(dataset(train), dataset(validation), "text:" + ",".join(Path(f).name for f in files))
 
 
-def digits_rows(config: TrainingConfig) -> TrainingData:
-    """The 1797 digits in a seeded shuffle, the last ``validation_fraction`` held out."""
-    from harness.data import digits
-
-    images, labels = digits()
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(config.seed))
-    images, labels = images[order], labels[order]
-    held_out = max(1, int(len(labels) * config.validation_fraction))
+def example_rows(spec: ModelSpec, config: TrainingConfig) -> TrainingData:
+    """The spec's real examples (``ModelSpec.real_data``) in a seeded shuffle, the last ``validation_fraction``
+    held out."""
+    examples = dict(spec.real_data())
+    count = next(iter(examples.values())).shape[0]
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(config.seed))
+    examples = {key: value[order] for key, value in examples.items()}
+    held_out = max(1, int(count * config.validation_fraction))
     return TrainingData(
-        RowsDataset({"pixel_values": images[:-held_out], "labels": labels[:-held_out]}),
-        RowsDataset({"pixel_values": images[-held_out:], "labels": labels[-held_out:]}),
-        "digits",
+        RowsDataset({key: value[:-held_out] for key, value in examples.items()}),
+        RowsDataset({key: value[-held_out:] for key, value in examples.items()}),
+        "real:" + getattr(spec.real_data, "__name__", "data"),
     )
 
 
@@ -139,17 +141,18 @@ def synthetic_rows(spec: ModelSpec, config: TrainingConfig) -> TrainingData:
 
 
 def training_data(spec: ModelSpec, config: TrainingConfig) -> TrainingData:
-    """The data a run trains on: user files or the reference text for causal LMs with a tokenizer, digits
-    for 8x8 image classifiers, synthetic batches otherwise (``config.data`` then is an error)."""
-    if spec.task == "causal-lm" and spec.tokenizer is not None:
+    """The data a run trains on: user files or the reference text for specs that train on text (a causal LM
+    with a tokenizer), the spec's real examples, synthetic batches otherwise (``config.data`` then is an error)."""
+    if trains_on_text(spec):
         return text_rows(spec, config)
     if config.data:
         raise ConfigError(
-            f"TrainingConfig.data={list(config.data)!r}: text files need a causal-lm spec with a tokenizer; "
-            f"{spec.name} is a {spec.task} model{'' if spec.tokenizer else ' without a tokenizer'}"
+            f"TrainingConfig.data={list(config.data)!r}: text files need a causal-lm spec with a tokenizer (a task "
+            f"whose adapter trains on text); {spec.name} is a {spec.task} model"
+            f"{'' if spec.tokenizer else ' without a tokenizer'}"
         )
-    if has_real_data(spec):
-        return digits_rows(config)
+    if spec.real_data is not None:
+        return example_rows(spec, config)
     return synthetic_rows(spec, config)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import lightning
 import torch
 
+from harness.adapters import adapter_for
 from harness.adapters.base import Batch, batch_size_of
 from harness.spec import ModelSpec
 from harness.training.config import TrainingConfig
@@ -47,6 +48,7 @@ class HarnessModule(lightning.LightningModule):
         self.gradients: list[dict[str, torch.Tensor]] = []
         self.history: list[dict[str, float]] = []
         self._step_losses: list[float] = []
+        self._window_scored = 0  # labels scored by the micro-batches of the current accumulation window
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         self.model.train(not self.deterministic)
@@ -55,7 +57,21 @@ class HarnessModule(lightning.LightningModule):
         loss = self.recipe.loss(self.model, batch)
         self._step_losses.append(float(loss.detach()))
         self.log("train_loss", loss.detach(), prog_bar=True, batch_size=batch_size_of(batch))
-        return loss
+        if not self._token_weighted:
+            return loss
+        scored = adapter_for(self.spec).scored_labels(self.spec, batch)
+        self._window_scored += scored
+        return loss * scored  # summed over the window, then divided by the window's labels before the step
+
+    @property
+    def _token_weighted(self) -> bool:
+        """Accumulated micro-batches of the harness's own loss are weighted by their scored labels.
+
+        The model's loss is a mean over one micro-batch; Lightning divides each by k, which weighs a micro-batch
+        of 2 labels like one of 200 (transformers PR #34191). The user's own loss piece is never rescaled: the
+        gradient_accumulation check holds it to the same rule instead.
+        """
+        return self.config.gradient_accumulation > 1 and self.recipe.sources["loss"] == "harness"
 
     def validation_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.recipe.loss(self.model, batch)
@@ -64,6 +80,12 @@ class HarnessModule(lightning.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # called once per optimizer step, after the last accumulated backward and before clipping
+        if self._token_weighted:  # gradients hold sum(n_i * grad L_i) / k: make it sum(n_i * grad L_i) / sum(n_i)
+            scale = self.trainer.accumulate_grad_batches / max(self._window_scored, 1)
+            for parameter in self.model.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.mul_(scale)
+            self._window_scored = 0
         if self.capture_gradients:
             self.gradients.append(
                 {n: p.grad.detach().clone() for n, p in self.model.named_parameters() if p.grad is not None}

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.training.config import ConfigError, TrainingConfig
+from harness.config import ConfigError
+from harness.training.config import TrainingConfig
 
 
 @dataclass(frozen=True)

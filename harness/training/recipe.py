@@ -3,7 +3,8 @@
 Bugs live in the user's optimizer factory, freeze/unfreeze, scheduler and loss, so a ``ModelSpec``
 names them in ``spec.recipe``. :func:`resolve` fills every piece the user left out with the harness
 default and records which was used (``sources``: piece -> ``"user"`` or ``"harness"``), which every
-Tier 3 result row carries in its details.
+Tier 3 result row carries in its details. A model with named schedules of its own lists their contracts
+in ``schedules``: what the scheduler check may assert of them (the harness knows no model's schedule).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from harness.spec import ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.training.config import TrainingConfig
+    from harness.training.schedulers import ScheduleContract
 
 PIECES = ("configure_optimizers", "freeze", "unfreeze", "add_unfrozen", "scheduler", "loss")
 
@@ -35,6 +37,7 @@ class TrainingRecipe:
     scheduler: Callable[..., Any] | None = None  # (optimizer, config) -> LRScheduler or None
     loss: Callable[[Any, Batch], torch.Tensor] | None = None  # (model outputs, batch) -> scalar loss
     name: str = ""  # shown in result rows
+    schedules: tuple[ScheduleContract, ...] = ()  # the model's own named schedules, which Tier 3 also checks
 
     def fingerprint(self) -> dict[str, str | None]:
         """Qualified names of the pieces (part of the run cache key)."""
@@ -110,6 +113,7 @@ class ResolvedRecipe:
     spec: ModelSpec
     pieces: dict[str, Callable[..., Any]]
     sources: dict[str, str]  # piece -> "user" or "harness"
+    schedules: tuple[ScheduleContract, ...] = ()  # the recipe's own named schedules (none by default)
 
     def optimizers(self, model: torch.nn.Module, config: TrainingConfig) -> tuple[torch.optim.Optimizer, Any]:
         """(optimizer, scheduler or None): the factory's scheduler if it returned one, else the scheduler piece's."""
@@ -157,4 +161,4 @@ def resolve(spec: ModelSpec) -> ResolvedRecipe:
         user = getattr(recipe, piece) if recipe is not None else None
         pieces[piece] = user if user is not None else DEFAULTS[piece]
         sources[piece] = "user" if user is not None else "harness"
-    return ResolvedRecipe(spec, pieces, sources)
+    return ResolvedRecipe(spec, pieces, sources, tuple(recipe.schedules) if recipe is not None else ())

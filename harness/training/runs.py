@@ -26,8 +26,9 @@ from typing import Any
 import torch
 
 from harness.cache import cache_dir
+from harness.config import ConfigError
 from harness.spec import ModelSpec
-from harness.training.config import ConfigError, TrainingConfig, config_hash
+from harness.training.config import TrainingConfig, config_hash
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "last.ckpt"

@@ -1,10 +1,15 @@
-"""Learning-rate schedules that drive a real ``torch.optim`` optimizer.
+"""Learning-rate schedules that drive a real ``torch.optim`` optimizer, and the registry of named schedulers.
 
 Each schedule is a callable ``step -> multiplier`` for :class:`torch.optim.lr_scheduler.LambdaLR`, which
 sets every param group's ``lr`` to ``initial_lr * multiplier(step)``. ``step`` counts scheduler steps:
 LambdaLR evaluates the multiplier at step 0 when it is built (the rate of the first optimizer step) and
 at step ``k`` after ``k`` calls of ``scheduler.step()``. The factories (:func:`cosine_with_warmup`,
-:func:`warmup_only`, :func:`transfer_learning`, :func:`plateau_adaptive`) build the LambdaLR.
+:func:`warmup_only`, :func:`plateau_adaptive`) build the LambdaLR.
+
+``SCHEDULERS`` maps the names a ``TrainingConfig.scheduler`` may hold to factories. These are the generic
+ones; a model's own schedule lives with the model, which registers it (:func:`register_scheduler`) and names
+it in its training recipe with a :class:`ScheduleContract`, what Tier 3's scheduler check may assert of it
+(the reference zoo's multimode-gpt brings its head/body transfer-learning schedule that way).
 
 Schedules are frozen dataclasses (the plateau one carries state and is not): LambdaLR's ``state_dict``
 saves their fields, so a resumed run continues the same schedule.
@@ -18,7 +23,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,7 +33,8 @@ from torch.optim.lr_scheduler import LambdaLR
 # Argument validation: errors name the parameter and the value.
 
 
-def _integer(name: str, value: Any, *, minimum: int) -> int:
+def integer_argument(name: str, value: Any, *, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; TypeError or ValueError naming ``name`` and the value."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {name}={value!r}")
     if value < minimum:
@@ -35,7 +42,10 @@ def _integer(name: str, value: Any, *, minimum: int) -> int:
     return int(value)
 
 
-def _real(name: str, value: Any, *, low: float, high: float, low_open: bool = False, high_open: bool = False) -> float:
+def real_argument(
+    name: str, value: Any, *, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> float:
+    """``value`` as a float in the interval; TypeError or ValueError naming ``name``, the interval and the value."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {name}={value!r}")
     value = float(value)
@@ -47,8 +57,9 @@ def _real(name: str, value: Any, *, low: float, high: float, low_open: bool = Fa
     return value
 
 
-def _step(step: Any) -> int:
-    return _integer("step", step, minimum=0)
+def step_argument(step: Any) -> int:
+    """A scheduler step: an int >= 0."""
+    return integer_argument("step", step, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -66,11 +77,11 @@ class WarmupOnly:
     start_factor: float = 0.0  # in [0, 1]: the multiplier at step 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "warmup_steps", _integer("warmup_steps", self.warmup_steps, minimum=0))
-        object.__setattr__(self, "start_factor", _real("start_factor", self.start_factor, low=0.0, high=1.0))
+        object.__setattr__(self, "warmup_steps", integer_argument("warmup_steps", self.warmup_steps, minimum=0))
+        object.__setattr__(self, "start_factor", real_argument("start_factor", self.start_factor, low=0.0, high=1.0))
 
     def __call__(self, step: int) -> float:
-        s = _step(step)
+        s = step_argument(step)
         if s < self.warmup_steps:
             return self.start_factor + (1.0 - self.start_factor) * s / self.warmup_steps
         return 1.0
@@ -97,9 +108,9 @@ class CosineWithWarmup:
     min_lr_ratio: float = 0.0  # in [0, 1]: the floor of the decay, as a fraction of the peak
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "total_steps", _integer("total_steps", self.total_steps, minimum=1))
-        object.__setattr__(self, "warmup_steps", _integer("warmup_steps", self.warmup_steps, minimum=0))
-        object.__setattr__(self, "min_lr_ratio", _real("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0))
+        object.__setattr__(self, "total_steps", integer_argument("total_steps", self.total_steps, minimum=1))
+        object.__setattr__(self, "warmup_steps", integer_argument("warmup_steps", self.warmup_steps, minimum=0))
+        object.__setattr__(self, "min_lr_ratio", real_argument("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0))
         if self.warmup_steps >= self.total_steps:
             raise ValueError(
                 f"warmup_steps must be < total_steps, got warmup_steps={self.warmup_steps}, "
@@ -107,105 +118,11 @@ class CosineWithWarmup:
             )
 
     def __call__(self, step: int) -> float:
-        s = _step(step)
+        s = step_argument(step)
         if s < self.warmup_steps:
             return s / self.warmup_steps
         progress = min(1.0, (s - self.warmup_steps) / (self.total_steps - self.warmup_steps))
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-GROUPS: tuple[str, ...] = ("head", "body")
-"""Param-group names the transfer-learning schedule drives (``harness_zoo.multimode_gpt.configure_optimizers``)."""
-
-
-@dataclass(frozen=True)
-class TransferLearningSchedule:
-    """Separate head and body rates: feature extraction (body rate 0), then unfreezing with a head drop
-    and a body ramp, both on a shared :class:`CosineWithWarmup` curve ``c(s)``.
-
-    With ``U = unfreeze_step``, ``R = unfreeze_ramp_steps``, ``f = head_drop_factor``::
-
-        head(s) = c(s)                                   for s < U   (feature extraction)
-        head(s) = f * c(s)                               for s >= U  (the drop on unfreeze)
-        body(s) = 0                                      for s < U   (the body is frozen)
-        body(s) = c(s) * min(1, (s - U) / R)             for s >= U  (R = 0: ramp factor 1)
-
-    Each multiplies its own group's initial lr (the body group's already carries ``body_lr_multiplier``).
-    Boundaries: ``body(s) = 0`` for every ``s < U``; ``body(U) = 0`` when ``R > 0`` (continuous: the ramp
-    starts from 0) and ``body(U) = c(U)`` when ``R = 0`` (a documented jump); ``body(U + R) = c(U + R)``
-    and ``body = c`` after; ``head(U) = f * c(U)`` (a jump by ``f`` from ``c(U - 1)``'s curve); at
-    ``total_steps`` both are their factor times ``min_lr_ratio``. ``U = 0``: no feature-extraction phase;
-    ``U = total_steps``: feature extraction throughout. Never negative, never above 1.
-
-    At step ``U`` the training loop unfreezes the body (``model.unfreeze_transformer()``) and adds its
-    parameters to the optimizer's "body" group (``add_unfrozen_parameters``); :meth:`unfreezes_at` says when.
-    """
-
-    total_steps: int  # >= 1: the end of the cosine decay
-    warmup_steps: int = 0  # in [0, total_steps): warmup of the shared curve
-    unfreeze_step: int = 0  # in [0, total_steps]: the first step with a non-frozen body
-    unfreeze_ramp_steps: int = 0  # >= 0: steps over which the body rate ramps from 0 to the curve
-    head_drop_factor: float = 1.0  # in [0, 1]: the head's rate is multiplied by it from unfreeze_step on
-    min_lr_ratio: float = 0.0  # in [0, 1]: the floor of the shared curve
-    curve: CosineWithWarmup = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        curve = CosineWithWarmup(self.total_steps, self.warmup_steps, self.min_lr_ratio)  # validates those three
-        object.__setattr__(self, "curve", curve)
-        for name in ("total_steps", "warmup_steps", "min_lr_ratio"):
-            object.__setattr__(self, name, getattr(curve, name))
-        object.__setattr__(self, "unfreeze_step", _integer("unfreeze_step", self.unfreeze_step, minimum=0))
-        if self.unfreeze_step > self.total_steps:
-            raise ValueError(
-                f"unfreeze_step must be <= total_steps, got unfreeze_step={self.unfreeze_step}, "
-                f"total_steps={self.total_steps}"
-            )
-        ramp = _integer("unfreeze_ramp_steps", self.unfreeze_ramp_steps, minimum=0)
-        object.__setattr__(self, "unfreeze_ramp_steps", ramp)
-        drop = _real("head_drop_factor", self.head_drop_factor, low=0.0, high=1.0)
-        object.__setattr__(self, "head_drop_factor", drop)
-
-    def unfreezes_at(self, step: int) -> bool:
-        """Whether ``step`` is the unfreeze step (never true for ``unfreeze_step = 0``: nothing was frozen)."""
-        return self.unfreeze_step > 0 and _step(step) == self.unfreeze_step
-
-    def head(self, step: int) -> float:
-        s = _step(step)
-        return self.curve(s) * (self.head_drop_factor if s >= self.unfreeze_step else 1.0)
-
-    def body(self, step: int) -> float:
-        s = _step(step)
-        if s < self.unfreeze_step:
-            return 0.0
-        ramp = 1.0 if self.unfreeze_ramp_steps == 0 else min(1.0, (s - self.unfreeze_step) / self.unfreeze_ramp_steps)
-        return self.curve(s) * ramp
-
-    def multiplier(self, group: str, step: int) -> float:
-        if group not in GROUPS:
-            raise ValueError(f"group must be one of {', '.join(GROUPS)}; got group={group!r}")
-        return self.head(step) if group == "head" else self.body(step)
-
-    def lambdas_for(self, optimizer: torch.optim.Optimizer) -> list[GroupMultiplier]:
-        """One multiplier per param group of ``optimizer``, matched by the group's ``"name"``."""
-        names = [group.get("name") for group in optimizer.param_groups]
-        unknown = [name for name in names if name not in GROUPS]
-        if unknown:
-            raise ValueError(
-                f"transfer_learning needs param groups named {' and '.join(GROUPS)}; the optimizer's groups "
-                f"are named {names} (build it with configure_optimizers)"
-            )
-        return [GroupMultiplier(self, name) for name in names]
-
-
-@dataclass(frozen=True)
-class GroupMultiplier:
-    """A LambdaLR multiplier for one named param group of a :class:`TransferLearningSchedule`."""
-
-    schedule: TransferLearningSchedule
-    group: str  # "head" or "body"
-
-    def __call__(self, step: int) -> float:
-        return self.schedule.multiplier(self.group, step)
 
 
 class PlateauAdaptive:
@@ -241,11 +158,11 @@ class PlateauAdaptive:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got mode={mode!r}")
         self.mode = mode
-        self.factor = _real("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True)
-        self.patience = _integer("patience", patience, minimum=0)
-        self.min_delta = _real("min_delta", min_delta, low=0.0, high=math.inf, high_open=True)
-        self.cooldown = _integer("cooldown", cooldown, minimum=0)
-        self.min_multiplier = _real("min_multiplier", min_multiplier, low=0.0, high=1.0)
+        self.factor = real_argument("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.patience = integer_argument("patience", patience, minimum=0)
+        self.min_delta = real_argument("min_delta", min_delta, low=0.0, high=math.inf, high_open=True)
+        self.cooldown = integer_argument("cooldown", cooldown, minimum=0)
+        self.min_multiplier = real_argument("min_multiplier", min_multiplier, low=0.0, high=1.0)
         self.multiplier = 1.0
         self.best: float | None = None
         self.bad_steps = 0
@@ -282,7 +199,7 @@ class PlateauAdaptive:
         return self.multiplier
 
     def __call__(self, step: int) -> float:
-        _step(step)
+        step_argument(step)
         return self.multiplier
 
 
@@ -319,36 +236,80 @@ def cosine_with_warmup(
     return LambdaLR(optimizer, CosineWithWarmup(total_steps, warmup_steps, min_lr_ratio))
 
 
-def transfer_learning(optimizer: torch.optim.Optimizer, **arguments: Any) -> LambdaLR:
-    """LambdaLR of a :class:`TransferLearningSchedule` (keyword arguments), one multiplier per named group."""
-    return LambdaLR(optimizer, TransferLearningSchedule(**arguments).lambdas_for(optimizer))
-
-
 def plateau_adaptive(optimizer: torch.optim.Optimizer, **arguments: Any) -> PlateauAdaptiveLR:
     """:class:`PlateauAdaptiveLR` of a :class:`PlateauAdaptive` (keyword arguments) on every param group."""
     return PlateauAdaptiveLR(optimizer, PlateauAdaptive(**arguments))
 
 
-SCHEDULERS = {
+SCHEDULERS: dict[str, Callable[..., Any]] = {
     "cosine-warmup": cosine_with_warmup,
-    "transfer-learning": transfer_learning,
     "warmup-only": warmup_only,
     "plateau-adaptive": plateau_adaptive,
 }
-"""Scheduler name -> factory ``(optimizer, **arguments) -> LRScheduler``."""
+"""Scheduler name -> factory ``(optimizer, **arguments) -> LRScheduler``; models add theirs with register_scheduler."""
+
+
+def register_scheduler(name: str, factory: Callable[..., Any]) -> None:
+    """Make ``factory`` the scheduler ``name`` (a model module registers its own schedule on import).
+
+    Registering the same factory again changes nothing; another factory under a taken name is a ValueError.
+    """
+    held = SCHEDULERS.get(name)
+    if held is not None and held is not factory:
+        raise ValueError(
+            f"scheduler {name!r} is already registered ({held.__module__}.{held.__qualname__}); "
+            f"cannot register {factory.__module__}.{factory.__qualname__} under it"
+        )
+    SCHEDULERS[name] = factory
+
+
+def cosine_arguments(horizon: int) -> Any:
+    """A Hypothesis strategy of :class:`CosineWithWarmup` arguments whose decay ends by ``horizon - 5`` (a check
+    that drives ``horizon`` steps sees the held floor after it), zero warmup and the ratio's bounds included."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def arguments(draw: st.DrawFn) -> dict[str, Any]:
+        total = draw(st.integers(1, horizon - 5))
+        warmup = draw(st.one_of(st.just(0), st.integers(0, total - 1)))
+        ratio = draw(st.one_of(st.just(0.0), st.just(1.0), st.floats(0.0, 1.0)))
+        return {"total_steps": total, "warmup_steps": warmup, "min_lr_ratio": ratio}
+
+    return arguments()
+
+
+Expectations = tuple[dict[int, float], list[tuple[int, int, int]]]
+"""Documented multipliers ``{step: value}`` and monotone stretches ``(start, end, +1 up / -1 down)``."""
+
+
+@dataclass(frozen=True)
+class ScheduleContract:
+    """A model's own named schedule and what Tier 3's scheduler check may assert of it.
+
+    The check fuzzes ``arguments(horizon)`` (``scheduler_kwargs`` of schedules that fit in ``horizon`` steps),
+    drives the recipe's optimizer with ``TrainingConfig(scheduler=name, scheduler_kwargs=...)`` and compares
+    each param group's multipliers with ``expectations(arguments, group)``, the group named by its ``"name"``
+    (or its index). Beyond those it checks, as for every schedule, that no multiplier is negative or non-finite.
+    """
+
+    name: str  # a SCHEDULERS name (the model's module registers the factory)
+    arguments: Callable[[int], Any]  # horizon -> Hypothesis strategy of scheduler_kwargs dicts
+    expectations: Callable[[dict[str, Any], str], Expectations]  # (arguments, param-group name) -> expectations
 
 
 __all__ = [
-    "GROUPS",
     "SCHEDULERS",
     "CosineWithWarmup",
-    "GroupMultiplier",
     "PlateauAdaptive",
     "PlateauAdaptiveLR",
-    "TransferLearningSchedule",
+    "ScheduleContract",
     "WarmupOnly",
+    "cosine_arguments",
     "cosine_with_warmup",
+    "integer_argument",
     "plateau_adaptive",
-    "transfer_learning",
+    "real_argument",
+    "register_scheduler",
+    "step_argument",
     "warmup_only",
 ]

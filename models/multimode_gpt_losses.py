@@ -1,8 +1,8 @@
-"""Loss modifiers: label smoothing, entropy-based per-sample weighting and a mask-ratio weight.
+"""multimode-gpt's loss modifiers: label smoothing, entropy-based per-sample weighting and a mask-ratio weight.
 
-The modifiers are generic: they see logits (or scores), labels and masks, never a model, so any model
-can reuse them; a model module decides which ones apply to which of its modes (see
-``models/multimode_gpt.py``, ``MODIFIERS_BY_MODE``).
+They are multimode-gpt's own pieces, so they live beside it in the zoo (the harness core knows no model's loss).
+They see logits (or scores), labels and masks, never a model, so another zoo model can reuse them; a model
+module decides which ones apply to which of its modes (see ``multimode_gpt.py``, ``MODIFIERS_BY_MODE``).
 
 Two kinds of targets (``TARGET_KINDS``):
 
@@ -68,6 +68,13 @@ def _check_float(name: str, value: float, *, low: float, high: float, high_open:
     return value
 
 
+def _finite_float(name: str, value: float) -> float:
+    value = _check_float(name, value, low=-math.inf, high=math.inf)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {name}={value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class LossContext:
     """What the weight stage sees of a batch; every tensor is detached."""
@@ -119,10 +126,7 @@ class EntropyWeighting(LossModifier):
     targets: ClassVar[frozenset[str]] = frozenset({"classes", "scores"})
 
     def __post_init__(self) -> None:
-        value = _check_float("strength", self.strength, low=-math.inf, high=math.inf)
-        if not math.isfinite(value):
-            raise ValueError(f"strength must be finite, got strength={value!r}")
-        object.__setattr__(self, "strength", value)
+        object.__setattr__(self, "strength", _finite_float("strength", self.strength))
 
     def weights(self, context: LossContext) -> torch.Tensor:
         return torch.exp(self.strength * normalized_entropy(context))  # (N,)
@@ -144,10 +148,7 @@ class MaskRatioWeighting(LossModifier):
     targets: ClassVar[frozenset[str]] = frozenset({"classes"})
 
     def __post_init__(self) -> None:
-        value = _check_float("power", self.power, low=-math.inf, high=math.inf)
-        if not math.isfinite(value):
-            raise ValueError(f"power must be finite, got power={value!r}")
-        object.__setattr__(self, "power", value)
+        object.__setattr__(self, "power", _finite_float("power", self.power))
 
     def weights(self, context: LossContext) -> torch.Tensor:
         ratio = mask_ratio(context.mask, context.real)  # (N,)
