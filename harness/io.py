@@ -1,4 +1,4 @@
-"""Writing a file so that no reader ever sees half of it: write a temporary file beside the target, then rename.
+"""Files the harness writes and reads back. Writing: no reader ever sees half of a file: write a temporary file beside the target, then rename.
 
 Every file the harness writes for someone else to read (reports, pages, baselines, reference profiles, perf
 baselines, exports, bundles, the cached reference text) goes through :func:`atomic_path`, or through
@@ -9,11 +9,13 @@ removed when anything fails: a failed write leaves the previous file as it was a
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -59,3 +61,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+
+
+def read_json_file(path: str | Path, what: str) -> Any:
+    """The JSON value in ``path``; a ValueError says "{what} {path} does not exist" or "is not valid JSON"."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} {path} is not valid JSON: {error}") from None

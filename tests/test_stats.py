@@ -245,3 +245,14 @@ def test_bad_arguments_name_the_parameter():
         stats.paired_bootstrap([1.0, 2.0], [1.0, 2.0], confidence=1.5)
     with pytest.raises(ValueError, match="dim"):
         stats.hotelling_t2(np.zeros((2, 5)), np.zeros((2, 5)))
+
+
+def test_paired_drop_lower_bound_is_the_wald_bound_of_the_per_example_differences():
+    baseline = np.array([1] * 30 + [0] * 10 + [1] * 8 + [0] * 2)
+    candidate = np.array([1] * 30 + [0] * 10 + [0] * 8 + [1] * 2)
+    differences = baseline - candidate  # the paired drop of each example: -1, 0 or 1
+    expected = differences.mean() - sp.norm.ppf(0.95) * differences.std(ddof=0) / np.sqrt(differences.size)
+    result = stats.mcnemar(baseline, candidate)
+    assert stats.paired.paired_drop_lower_bound(result) == pytest.approx(expected)
+    assert stats.paired.paired_drop_lower_bound(result, confidence=0.99) < stats.paired.paired_drop_lower_bound(result)
+    assert stats.paired.paired_drop_lower_bound(stats.mcnemar(baseline, baseline)) == 0.0

@@ -397,7 +397,7 @@ def check_onnx_int8_accuracy(spec: ModelSpec, model: torch.nn.Module, *, options
     eager_correct = adapter.correct(spec, reference, batch).numpy()  # teacher forcing, the task's label shift
     int8_correct = adapter.correct(spec, got, batch).numpy()
     test = mcnemar(eager_correct, int8_correct)
-    drop, bound = test.effect_size, paired_drop_lower_bound(eager_correct, int8_correct)
+    drop, bound = test.effect_size, paired_drop_lower_bound(test)
     return verdict(
         spec,
         "onnx_int8_accuracy",

@@ -29,7 +29,7 @@ import numpy as np
 
 from harness import stats
 from harness.evaluation import Evaluation
-from harness.io import atomic_write_text
+from harness.io import atomic_write_text, read_json_file
 from harness.monitoring.config import MonitorConfig
 from harness.result import json_safe
 
@@ -121,12 +121,7 @@ def save_baseline(evaluation: Evaluation, path: str | Path, *, data: dict[str, A
 def load_baseline(path: str | Path) -> tuple[Evaluation, dict[str, Any]]:
     """``(evaluation, data)`` of a stored baseline; a ValueError names the path when it cannot be used."""
     path = Path(path)
-    try:
-        stored = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"baseline {path} does not exist") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"baseline {path} is not valid JSON: {error}") from None
+    stored = read_json_file(path, "baseline")
     if not isinstance(stored, dict) or stored.get("kind") != "baseline" or "evaluation" not in stored:
         raise ValueError(f"{path} is not a stored baseline (no kind 'baseline' and 'evaluation')")
     if stored.get("schema") != BASELINE_SCHEMA:

@@ -116,13 +116,9 @@ def export_profile(profile: dict[str, Any], path: str | Path) -> Path:
 
 def load_profile_file(path: str | Path) -> dict[str, Any]:
     """A profile from a JSON file; a clear error names the path when it is missing or not a profile."""
-    path = Path(path)
-    try:
-        profile = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"reference profile {path} does not exist") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"reference profile {path} is not valid JSON: {error}") from None
+    from harness.io import read_json_file
+
+    profile = read_json_file(path, "reference profile")
     validate_profile(profile, str(path))
     return profile
 

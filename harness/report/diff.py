@@ -74,11 +74,9 @@ def _junit_verdicts(path: Path, text: str) -> dict[str, Verdict]:
 
 def changed_verdicts(old: dict[str, Verdict], new: dict[str, Verdict]) -> list[Change]:
     """Every test whose status differs, failures first, then by test id."""
-    changes = [
-        Change(test_id, old.get(test_id, Verdict(MISSING)), new.get(test_id, Verdict(MISSING)))
-        for test_id in sorted(old.keys() | new.keys())
-        if old.get(test_id, Verdict(MISSING)).status != new.get(test_id, Verdict(MISSING)).status
-    ]
+    absent = Verdict(MISSING)
+    pairs = [Change(test_id, old.get(test_id, absent), new.get(test_id, absent)) for test_id in old.keys() | new.keys()]
+    changes = [change for change in pairs if change.old.status != change.new.status]
     return sorted(changes, key=lambda change: (change.new.status not in ("failed", "error"), change.test_id))
 
 

@@ -83,20 +83,18 @@ def mcnemar(baseline_correct: np.ndarray, candidate_correct: np.ndarray) -> Test
     return TestResult("mcnemar", float(statistic), float(effect), p_value, int(a.size), int(c_.size), details)
 
 
-def paired_drop_lower_bound(
-    baseline_correct: np.ndarray, candidate_correct: np.ndarray, *, confidence: float = 0.95
-) -> float:
+def paired_drop_lower_bound(mcnemar_result: TestResult, *, confidence: float = 0.95) -> float:
     """One-sided lower confidence bound of the paired accuracy drop ``acc(baseline) - acc(candidate)``.
 
-    The Wald interval for a difference of paired proportions: with b, c the discordant counts of
-    :func:`mcnemar` and n pairs, the drop is (b - c) / n with standard error
+    The Wald interval for a difference of paired proportions, from the discordant counts of a :func:`mcnemar`
+    result: with b, c those counts and n pairs, the drop is (b - c) / n with standard error
     ``sqrt(b + c - (b - c)^2 / n) / n``; the bound is the drop minus z(confidence) standard errors.
     No discordant pair gives a bound of exactly 0.
     """
     from scipy import stats
 
     check_probability(confidence, "confidence")
-    test = mcnemar(baseline_correct, candidate_correct)
-    b, c, n = test.details["only_baseline"], test.details["only_candidate"], test.n_reference
+    details, n = mcnemar_result.details, mcnemar_result.n_reference
+    b, c = details["only_baseline"], details["only_candidate"]
     standard_error = np.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
     return float((b - c) / n - stats.norm.ppf(confidence) * standard_error)
