@@ -1,9 +1,21 @@
-"""Where the harness caches what it builds once (tokenizers, exports, trained runs)."""
+"""Where the harness caches what it builds once (tokenizers, exports, trained runs), and the content digests its
+cache keys are made of.
+
+A cache key names everything a cached result depends on by content, never by name alone: a file by the SHA-256
+of its bytes (:func:`file_digest`), a model's code by its source files (:func:`code_digest`), its weights by their
+bytes (:func:`weights_digest`), a tokenizer by its full serialisation (:func:`tokenizer_digest`). Change one byte
+of any of them and the key changes, so a stale result is never returned as a cached one.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 
 def cache_dir(*parts: str) -> Path:
@@ -12,3 +24,71 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def process_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one we may not signal exists too): a scratch folder or a
+    running run whose process is gone was left by a kill."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 (hex) of the file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def code_digest(objects: Iterable[Any]) -> str:
+    """The SHA-256 of the source files that define ``objects`` (functions, classes, partials, instances' classes);
+    an object without a source file (a builtin) counts by its qualified name."""
+    digest = hashlib.sha256()
+    for target in objects:
+        target = getattr(target, "func", target)  # functools.partial
+        if not (inspect.isfunction(target) or inspect.isclass(target) or inspect.ismethod(target)):
+            target = type(target)
+        try:
+            source = inspect.getsourcefile(target)
+        except TypeError:
+            source = None
+        if source and Path(source).is_file():
+            digest.update(file_digest(source).encode())
+        else:
+            digest.update(f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}".encode())
+    return digest.hexdigest()
+
+
+def weights_digest(state_dict: dict[str, Any]) -> str:
+    """The SHA-256 of a state dict: every tensor's name, dtype, shape and bytes, in name order."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(dtype=torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def tokenizer_digest(factory: Callable[[], Any] | None) -> str | None:
+    """The SHA-256 of the tokenizer ``factory`` builds: a fast tokenizer's whole serialisation (vocabulary,
+    merges, normaliser, special tokens), else its class, vocabulary and special tokens; None without one."""
+    if factory is None:
+        return None
+    tokenizer = factory()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        text = backend.to_str()
+    else:
+        vocabulary = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+        special = getattr(tokenizer, "special_tokens_map", {})
+        text = json.dumps([type(tokenizer).__qualname__, vocabulary, special], sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -2,6 +2,11 @@
 
 harness run [--tier 1|1-3|1,4] [--model NAME|module:attr ...] [--workers N] [-- PYTEST ARGS]
 harness models
+
+Bad input, whichever command meets it: :func:`main` is the one handler. Every user-input error (a
+:class:`~harness.config.ConfigError`, which the store's errors and :class:`CliError` are, or a model selector
+naming no model) prints one line, ``harness COMMAND: error: ...``, and exits with status 2; a bad flag does the
+same through argparse. Inputs are validated before any work starts: nothing is half done when the line appears.
 """
 
 from __future__ import annotations
@@ -9,15 +14,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness.config import HYPOTHESIS_PROFILES, ConfigError, RunConfig, parse_tiers
+from harness.io import check_writable
 from harness.report import new_report_run_id
 
 
 class CliError(ConfigError):
-    """Bad command-line input. It and every other ConfigError print as ``harness: error: ...``, exit status 2."""
+    """Bad command-line input. It and every other ConfigError print as ``harness COMMAND: error: ...``, exit 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (with where to find the usage), exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def suites_dir() -> Path:
@@ -35,6 +49,12 @@ def _seed(text: str) -> int:
         return validate_seed(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _workers(text: str) -> str:
+    if text != "auto" and not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 or 'auto', got {text!r}")
+    return text
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -56,6 +76,19 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return dataclasses.replace(config, **{key: value for key, value in overrides.items() if value is not None})
 
 
+def check_outputs(config: RunConfig, folder: Path) -> None:
+    """ConfigError unless the run's report folder takes its files without overwriting any and its ExperimentDB
+    (if any) is one or can become one: checked before pytest starts, so nothing runs for a run that would fail."""
+    from harness.report import check_report_folder
+    from harness.store import ExperimentDB
+
+    check_report_folder(folder, junit=folder / "junit.xml", remedy="another --run-id or --report-dir")
+    if config.export.export_dir:
+        check_writable(config.export.export_dir, "export folder")
+    if config.db_path:
+        ExperimentDB(config.db_path).close()
+
+
 def pytest_arguments(args: argparse.Namespace) -> list[str]:
     """The pytest command line that ``harness run`` stands for."""
     from harness.config import tier4_deselection
@@ -69,13 +102,20 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
         raise CliError(f"no suite for tier {config.tiers}; present: {', '.join(present)}")
     report_run_id = config.run_id or new_report_run_id()
     folder = Path(config.report_dir) / report_run_id
+    check_outputs(config, folder)
     command = [*paths, "--junitxml", str(folder / "junit.xml"), "--harness-run-id", report_run_id]
     command += ["--harness-report-dir", config.report_dir, "--harness-seed", str(config.seed)]
     command += ["--hypothesis-profile", config.hypothesis_profile, "-p", "no:cacheprovider"]
     for model in config.models:
         command += ["--harness-model", model]
+    for flag, value in (("device", args.device), ("dtype", args.dtype), ("max-tokens", args.max_tokens)):
+        if value is not None:  # harness.placement: validated by the plugin, a bad value is a usage error
+            command += [f"--harness-{flag}", str(value)]
     if config.trust_model_code:
         command.append("--trust-model-code")
+    for flag, value in (("timeout", args.timeout), ("memory-limit", args.memory_limit)):
+        if value is not None:  # harness.sandbox.Limits: validated by the plugin, a bad value is a usage error
+            command += [f"--harness-{flag}", value]
     if config.db_path:
         command += ["--harness-db", config.db_path]
     if config.export.export_dir:
@@ -123,13 +163,11 @@ def command_export(args: argparse.Namespace) -> int:
     import json
 
     from harness.export import ExportError, exports_for
-    from harness.loading import ModelSelectionError, resolve_models
+    from harness.loading import resolve_models
 
     formats = parse_formats(args.formats)
-    try:
-        specs = resolve_models([args.model])
-    except ModelSelectionError as error:
-        raise CliError(str(error)) from None
+    check_writable(args.out, "--out folder")
+    specs = resolve_models([args.model])
     rows = []
     for spec in specs:
         exports = exports_for(spec, spec.build_model(), args.out)
@@ -177,6 +215,9 @@ def command_perf(args: argparse.Namespace) -> int:
     from harness.perf import compare_perf, format_table, load_perf, measure_perf, plot_perf, save_perf
 
     sizes = parse_batch_sizes(args.batch_sizes)
+    for option, path in (("--save", args.save), ("--plot", args.plot)):
+        if path:
+            check_writable(path, f"{option} file", file=True)
     try:
         (spec,) = resolve_models([args.model])[:1]
         baseline = load_perf(Path(args.baseline)) if args.baseline else None
@@ -216,25 +257,26 @@ def command_report(args: argparse.Namespace) -> int:
 
 def command_bundle(args: argparse.Namespace) -> int:
     """Write a reproducibility bundle (zip) of one ExperimentDB run."""
-    from harness.store import BundleError, ExperimentDB, StoreError, default_db_path, write_bundle
+    from harness.store import ExperimentDB, default_db_path, write_bundle
 
     db_path = Path(args.db) if args.db else default_db_path()
     if not db_path.is_file():
         raise CliError(f"no ExperimentDB at {db_path} (train something first, or pass --db)")
     out = Path(args.out or f"bundle-{args.run_id}.zip")
+    check_writable(out, "--out file", file=True)
     try:
         with ExperimentDB(db_path) as db:
             path = write_bundle(db, args.run_id, out, report_dir=Path(args.report_dir) if args.report_dir else None)
     except KeyError as error:
         raise CliError(f"unknown run {args.run_id!r} in {db_path}: {error}") from None
-    except (StoreError, BundleError, FileExistsError) as error:
+    except FileExistsError as error:
         raise CliError(str(error)) from None
     print(path)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Validate ML models with pytest suites in five tiers.")
+    parser = OneLineParser(prog="harness", description="Validate ML models with pytest suites in five tiers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run tiers on models (a thin layer over pytest)")
@@ -244,13 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", action="append", default=[], help="zoo name, module:attribute or path.py:attribute (repeatable)"
     )
     run.add_argument(
-        "--trust-model-code", action="store_true", default=None, help="skip the safety scan of model files"
+        "--trust-model-code",
+        action="store_true",
+        default=None,
+        help="import path.py:attribute and folder models into this process instead of the bubblewrap sandbox",
     )
-    run.add_argument("--workers", help="pytest-xdist workers: a number or 'auto' (default: 0, serial)")
+    run.add_argument("--timeout", help="wall-clock limit of each check in seconds (default: 600)")
+    run.add_argument("--memory-limit", help="address-space limit of the sandbox, like 8G (default: 8G)")
+    run.add_argument("--workers", type=_workers, help="pytest-xdist workers: a number or 'auto' (default: 0, serial)")
     run.add_argument("--report-dir", help="where RUN_ID/report.json, junit.xml and report.html go (default: reports)")
     run.add_argument("--run-id", help="id of this run: its report folder (default: UTC time + random suffix)")
     run.add_argument("--seed", type=_seed, help="seed of generated check inputs (default: 0)")
     run.add_argument("--hypothesis-profile", choices=HYPOTHESIS_PROFILES, help="default: ci")
+    run.add_argument("--device", help="device every check runs on: cpu, cuda, cuda:N or mps (default: cpu)")
+    run.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="models' dtype (default: float32)")
+    run.add_argument("--max-tokens", type=int, help="token budget of the checks' batches (batch x length)")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     run.set_defaults(handler=command_run)
 
@@ -300,14 +350,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad input, not a bug: each is reported as one line."""
+    from harness.loading import ModelSelectionError
+    from harness.spec import SpecError
+
+    return (ConfigError, ModelSelectionError, SpecError)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line: a message of several lines keeps its first and its last."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``harness`` console script: the one place bad input becomes one line on stderr and exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except ConfigError as error:  # CliError included
-        parser.error(str(error))  # exits with status 2
-    return 2
+    except user_errors() as error:
+        print(f"{parser.prog} {args.command}: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -26,11 +26,16 @@ are settings of a ``harness monitor`` config (harness/monitoring/monitor.py), no
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 TIER_FORMATS = {
     "torchscript": ("torchscript_parity", "torchscript_script_parity"),
@@ -59,13 +64,36 @@ class ConfigError(ValueError):
     what is allowed."""
 
 
+def read_text_file(path: str | Path, what: str, *, allow_empty: bool = False) -> str:
+    """The UTF-8 text of the user's file ``path``, read once; a ConfigError names ``what``, the file and the problem.
+
+    Refused: a path that does not exist, is a folder or cannot be read, bytes that are not UTF-8 (the offset of the
+    first bad byte is given), and, unless ``allow_empty``, a file holding nothing but whitespace.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a folder; give a file") from None
+    except OSError as error:
+        raise ConfigError(f"{what} {path} cannot be read ({error.strerror or error})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start}); save it as UTF-8"
+        ) from None
+    if not allow_empty and not text.strip():
+        raise ConfigError(f"{what} {path} is empty; give a file with text in it")
+    return text
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The table a JSON (``.json``) or TOML (``.toml``) config file holds; ConfigError naming the file otherwise."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the config file ({error.strerror or error})") from None
+    text = read_text_file(path, "config file", allow_empty=True)
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as error:
@@ -74,6 +102,59 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be an object/table at the top level, got {type(data).__name__}")
     return data
+
+
+def from_table(cls: type[T], value: Any, name: str, *, source: str) -> T:
+    """The frozen dataclass ``cls`` built from ``value``, the ``name`` table of the config ``source``.
+
+    Checked before ``cls`` sees it, each one ConfigError naming ``name.key``, what is allowed and what was given:
+    a value that is not a table (``data = "digits"``), an unknown key, a value whose type is not the field's
+    annotation (a string where a number belongs). Then ``cls`` validates the values; its ValueError or TypeError
+    becomes a ConfigError naming ``source``.
+    """
+    fields = [item.name for item in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {name!r} must be a table (keys: {', '.join(fields)}), got {value!r}")
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(f'{name}.{key}' for key in unknown)}; allowed: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    for key, item in value.items():
+        if not _has_type(item, hints[key]):
+            raise ConfigError(f"{source}: '{name}.{key}' must be {_type_name(hints[key])}, got {item!r}")
+    try:
+        return cls(**value)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a config value fits a field annotation (an int is a float; a bool is neither; lists are tuples)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, option) for option in typing.get_args(hint))
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (tuple, list):
+        return isinstance(value, list | tuple)
+    return isinstance(value, origin or hint)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(hint))
+    names = {float: "a number", int: "an integer", bool: "true or false", str: "a string", type(None): "null"}
+    return names.get(hint) or {tuple: "a list", list: "a list", dict: "a table"}.get(
+        typing.get_origin(hint) or hint, str(hint)
+    )
 
 
 def parse_tiers(text: str | None, *, option: str = "--tier") -> tuple[int, ...]:

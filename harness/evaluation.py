@@ -4,13 +4,21 @@ Perplexity is token-weighted: ``exp(sum of token NLLs / number of scored tokens)
 per-example perplexities (which over-weights short examples and is inflated by Jensen's inequality).
 Token accuracy uses teacher forcing and never scores a prompt token. Seq2seq text metrics come from
 maintained libraries: BLEU from sacrebleu, ROUGE from rouge-score.
+
+A metric function (``ModelSpec.metrics``, held to known values by :mod:`harness.checks.metrics`) has the signature
+``metric(outputs, batches, spec) -> float``: ``outputs[i]`` is the model's logits (B, T, K) for ``batches[i]``, whose
+``labels`` (B, T) follow the task's convention (a causal LM's are its input ids: position t predicts label t + 1).
+A label is scored unless it equals ``spec.inputs.ignore_index``, its ``attention_mask`` is 0 (padding, whatever
+id it holds: labels may carry ``spec.inputs.pad_id`` there, and 0 is a pad id like any other), or it lies within
+the row's first ``prompt_lengths[b]`` tokens (a batch may carry ``prompt_lengths`` (B,)). The value is one number
+for the whole set, independent of how it is cut into batches. :data:`TOKEN_METRICS` are the harness's own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +30,14 @@ from harness.adapters.scoring import TokenScores, classification_scores, token_s
 from harness.spec import ModelSpec
 
 __all__ = [  # TokenScores, token_scores and classification_scores live with the adapters that use them
+    "TOKEN_METRICS",
     "Evaluation",
     "TokenScores",
     "bleu",
     "classification_scores",
     "digit_batches",
     "evaluate",
+    "evaluate_outputs",
     "perplexity",
     "rouge",
     "text_batches",
@@ -81,16 +91,33 @@ class Evaluation:
 def evaluate(spec: ModelSpec, model: torch.nn.Module, batches: Iterable[Batch]) -> Evaluation:
     """Evaluate ``model`` in eval mode; a batch may carry ``prompt_lengths`` (B,) for token tasks."""
     adapter = adapter_for(spec)
+    model.eval()
+
+    def outputs() -> Iterator[tuple[torch.Tensor, Batch]]:
+        for batch in batches:
+            inputs = {key: value for key, value in batch.items() if key != "prompt_lengths"}
+            yield adapter.forward(spec, model, inputs), batch
+
+    return _evaluation(spec, outputs())
+
+
+def evaluate_outputs(spec: ModelSpec, outputs: Sequence[torch.Tensor], batches: Sequence[Batch]) -> Evaluation:
+    """:func:`evaluate` of outputs already computed: ``outputs[i]`` is the model's output for ``batches[i]``."""
+    if len(outputs) != len(batches):
+        raise ValueError(f"evaluate_outputs needs one output per batch, got {len(outputs)} and {len(batches)}")
+    return _evaluation(spec, zip(outputs, batches, strict=True))
+
+
+def _evaluation(spec: ModelSpec, pairs: Iterable[tuple[torch.Tensor, Batch]]) -> Evaluation:
+    adapter = adapter_for(spec)
     if adapter.evaluation is None:
         raise ValueError(f"evaluate needs a task scored per token or per example; {spec.name} is {spec.task}")
-    model.eval()
     nll, tokens, correct = [], [], []
     fingerprint = hashlib.sha256()
-    for batch in batches:
+    for output, batch in pairs:
         for key in sorted(batch):
             fingerprint.update(key.encode() + batch[key].detach().cpu().contiguous().numpy().tobytes())
-        inputs = {key: value for key, value in batch.items() if key != "prompt_lengths"}
-        scores = adapter.example_scores(spec, adapter.forward(spec, model, inputs), batch)
+        scores = adapter.example_scores(spec, output.detach(), _padding_ignored(spec, batch))
         nll.append(scores.nll)
         tokens.append(scores.tokens)
         correct.append(scores.correct.astype(np.float64))
@@ -116,6 +143,40 @@ def evaluate(spec: ModelSpec, model: torch.nn.Module, batches: Iterable[Batch]) 
         example_tokens=tuple(tokens_all.astype(int).tolist()),
         example_correct=tuple((correct_all / tokens_all).tolist()),
     )
+
+
+def _padding_ignored(spec: ModelSpec, batch: Batch) -> Batch:
+    """The batch with ``ignore_index`` at every label whose ``attention_mask`` is 0, where the labels follow the
+    masked input stream (same shape); padding is never scored, whatever id it holds."""
+    labels, mask = batch.get("labels"), batch.get("attention_mask")
+    if labels is None or mask is None or labels.shape != mask.shape:
+        return batch
+    if getattr(adapter_for(spec), "causal_key", None) != "input_ids":  # seq2seq: labels follow the decoder stream
+        return batch
+    return {**batch, "labels": labels.masked_fill(mask == 0, spec.inputs.ignore_index)}
+
+
+def _perplexity_metric(outputs: Sequence[torch.Tensor], batches: Sequence[Batch], spec: ModelSpec) -> float:
+    """Token-weighted perplexity: ``exp`` of the mean NLL over every scored label of the set."""
+    return float(evaluate_outputs(spec, outputs, batches).perplexity)
+
+
+def _accuracy_metric(outputs: Sequence[torch.Tensor], batches: Sequence[Batch], spec: ModelSpec) -> float:
+    """Token accuracy: the share of scored labels that are the argmax of their (teacher-forced) logits."""
+    return evaluate_outputs(spec, outputs, batches).accuracy
+
+
+def _loss_metric(outputs: Sequence[torch.Tensor], batches: Sequence[Batch], spec: ModelSpec) -> float:
+    """The token-weighted mean NLL (nats) over every scored label of the set."""
+    return evaluate_outputs(spec, outputs, batches).loss
+
+
+TOKEN_METRICS: dict[str, Callable[[Sequence[torch.Tensor], Sequence[Batch], ModelSpec], float]] = {
+    "perplexity": _perplexity_metric,
+    "accuracy": _accuracy_metric,
+    "loss": _loss_metric,
+}
+"""The harness's own evaluation as metric functions (``ModelSpec(metrics=TOKEN_METRICS)`` holds them to the oracle)."""
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, list[float]]:

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness.config import ConfigError, read_text_file
+
 
 @contextmanager
 def atomic_path(
@@ -60,15 +62,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_writable", "read_json_file"]
+
+
+def check_writable(path: str | Path, what: str, *, file: bool = False) -> None:
+    """ConfigError unless the folder ``path`` (with ``file``: the file ``path``) can be written or made: the nearest
+    of it (with ``file``: of its parents) that exists must be a writable folder. Checked before work starts, so a
+    bad output path costs nothing."""
+    path = Path(path)
+    for existing in path.parents if file else (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ConfigError(f"{what} {path} cannot be made: {existing} is a file, not a folder")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ConfigError(f"{what} {path} cannot be written: folder {existing} is not writable")
+            return
 
 
 def read_json_file(path: str | Path, what: str) -> Any:
-    """The JSON value in ``path``; a ValueError says "{what} {path} does not exist" or "is not valid JSON"."""
+    """The JSON value in ``path``; a ConfigError (a ValueError) says that "{what} {path}" does not exist, cannot be
+    read, is not UTF-8 or is not valid JSON."""
     path = Path(path)
+    text = read_text_file(path, what, allow_empty=True)
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{what} {path} does not exist") from None
+        return json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{what} {path} is not valid JSON: {error}") from None
+        raise ConfigError(f"{what} {path} is not valid JSON: {error}") from None

@@ -2,13 +2,16 @@
 
 Selectors: a zoo name; ``package.module:attribute``; ``path/to/model.py:attribute``; or
 ``path/to/folder:attribute`` (a folder checked out from a gist or repository, whose ``model.py`` is
-imported with the folder on ``sys.path``). The attribute may be a ModelSpec, a list of them, or a
-callable (taking no arguments) returning either. Zoo names are those the installed zoos register
-(:mod:`harness.registry`); nothing in the harness imports a zoo by name.
+imported with the folder on ``sys.path``); ``hf:PATH`` (a Hugging Face ``save_pretrained`` folder) or
+``hf-config:PATH`` (its ``config.json``, random weights), made into a spec with no user code
+(:mod:`harness.hf`). The attribute may be a ModelSpec, a list of them, or a callable (taking no arguments)
+returning either. Zoo names are those the installed zoos register (:mod:`harness.registry`); nothing in
+the harness imports a zoo by name.
 
-Code loaded from a path is scanned first (:mod:`harness.safety`: the file, or every ``.py`` file of
-the folder) and refused with every finding listed unless ``trust_code`` is set. Its provenance (the
-SHA-256 of each file and, for a git checkout, the commit) is kept in :data:`PROVENANCE` for the report.
+Code named by a path is untrusted (:func:`needs_sandbox`): a pytest session runs its checks in the bubblewrap
+sandbox (:mod:`harness.sandbox`), where it is imported with ``trust_code``; this module imports it only with
+``trust_code`` set and refuses it otherwise. Its provenance (the SHA-256 of each file and, for a git checkout,
+the commit) is kept in :data:`PROVENANCE` for the report.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from harness.hf import CHECKPOINT_PREFIXES
 from harness.spec import ModelSpec
 
 
@@ -37,6 +41,11 @@ PROVENANCE: dict[str, dict[str, Any]] = {}
 def is_path_selector(selector: str) -> bool:
     target = selector.rpartition(":")[0]
     return target.endswith(".py") or "/" in target or "\\" in target or Path(target).is_dir()
+
+
+def needs_sandbox(selector: str) -> bool:
+    """Whether the selector names code that is not installed and may not have been read: a path selector."""
+    return ":" in selector and not selector.startswith(CHECKPOINT_PREFIXES) and is_path_selector(selector)
 
 
 def _zoo() -> dict[str, str]:
@@ -93,6 +102,8 @@ def resolve_models(selectors: Iterable[str], *, trust_code: bool = False) -> lis
     for selector in selectors:
         if ":" not in selector:
             specs.extend(specs_from(import_attribute(models[selector]), selector))
+        elif selector.startswith(CHECKPOINT_PREFIXES):
+            specs.append(_checkpoint_spec(selector))
         elif is_path_selector(selector):
             specs.extend(_load_path_specs(selector, trust_code=trust_code))
         else:
@@ -153,10 +164,20 @@ def specs_from(target: object, origin: str) -> list[ModelSpec]:
     )
 
 
-def _load_path_specs(selector: str, *, trust_code: bool) -> list[ModelSpec]:
-    """Scan, then import a model file (or a folder's model.py) by path, and record its provenance."""
-    from harness.safety import UnsafeModelCode, check_paths
+def _checkpoint_spec(selector: str) -> ModelSpec:
+    """The spec of a Hugging Face checkpoint folder or config (:mod:`harness.hf`), its files' SHA-256 recorded."""
+    from harness.hf import CheckpointError, provenance, spec_from_selector
 
+    try:
+        spec = spec_from_selector(selector)
+    except CheckpointError as error:
+        raise ModelSelectionError(f"--model {selector}: {error}") from None
+    PROVENANCE[spec.name] = provenance(selector)
+    return spec
+
+
+def _load_path_specs(selector: str, *, trust_code: bool) -> list[ModelSpec]:
+    """Import a model file (or a folder's model.py) by path, if trusted, and record its provenance."""
     target, _, attribute = selector.rpartition(":")
     path = Path(target).expanduser().resolve()
     if not path.exists():
@@ -167,10 +188,10 @@ def _load_path_specs(selector: str, *, trust_code: bool) -> list[ModelSpec]:
         found = ", ".join(sorted(p.name for p in folder.glob("*.py"))) or "none"
         raise ModelSelectionError(f"--model {selector}: {folder} has no model.py; its .py files: {found} (name one)")
     if not trust_code:
-        try:
-            check_paths([path])
-        except UnsafeModelCode as error:
-            raise ModelSelectionError(f"--model {selector}: {error}") from None
+        raise ModelSelectionError(
+            f"--model {selector}: code from a path is imported into this process only with --trust-model-code; "
+            "`harness run` and pytest run it in the bubblewrap sandbox instead"
+        )
     files = sorted(folder.rglob("*.py")) if path.is_dir() else [file]
     module_name = f"harness_user_model_{hashlib.sha256(str(file).encode()).hexdigest()[:12]}"
     sys.path.insert(0, str(folder))  # sibling imports of the model file work, as when run from its folder

@@ -21,7 +21,9 @@ pytest-xdist worker), when the session
    such as the hub's offline flag, may have been read already; pass ``--harness-model`` to activate first).
 
 Flow: activation builds one :class:`HarnessSession` (options validated, ``--harness-model``
-selectors resolved so a bad one is a usage error, exit code 4). ``pytest_generate_tests``
+selectors resolved so a bad one is a usage error, exit code 4; path selectors, untrusted code, are never
+imported here: their checks run once in the bubblewrap sandbox, :mod:`harness.sandbox`, and each of their rows
+is replayed here as its own test). Every check runs under ``--harness-timeout``. ``pytest_generate_tests``
 parametrizes every test that asks for ``harness_case`` over (model, check) pairs of its module's
 ``tier`` marker. ``record_check`` attaches the result to the test's ``user_properties`` (which
 pytest-xdist carries to the controller and JUnit writes as properties) and turns a failed result
@@ -33,6 +35,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,17 +46,21 @@ import pytest
 
 import harness.strategies  # registers (never loads) the profiles before Hypothesis's plugin loads one
 from harness import hookspecs
+from harness.sandbox import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, STREAM_ENVIRONMENT, SandboxedCase
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from harness.checks import Check, CheckOptions
+    from harness.placement import Placement
     from harness.result import CheckResult
+    from harness.sandbox import Limits, SandboxedRun
     from harness.spec import ModelSpec
 
 SESSION_KEY = pytest.StashKey["HarnessSession"]()
 ROW_PROPERTY = "harness.row"
 CASE_PROPERTY = "harness.case"
+SANDBOX_INPUT = "harness_sandbox"  # the workerinput key of the sandboxed session's outcome
 
 
 class HarnessWarning(UserWarning):
@@ -69,6 +77,11 @@ class CheckCase:
     @property
     def id(self) -> str:
         return f"{self.spec.name}-{self.check.name}"
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The case's tier, model and check, as its report row names them."""
+        return {"tier": self.check.tier, "model": self.spec.name, "check": self.check.name}
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -96,7 +109,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--trust-model-code",
         action="store_true",
         default=False,
-        help="import --harness-model path/to/file.py or folder selectors without the static safety scan (read the code first)",
+        help="import --harness-model path/to/file.py or folder selectors into this process instead of running them in "
+        "the bubblewrap sandbox (read the code first)",
+    )
+    group.addoption(
+        "--harness-timeout",
+        default=str(DEFAULT_TIMEOUT_S),
+        metavar="SECONDS",
+        help=f"wall-clock limit of each check, for every model; a check past it fails. Default: {DEFAULT_TIMEOUT_S:g}",
+    )
+    group.addoption(
+        "--harness-memory-limit",
+        default=DEFAULT_MEMORY_LIMIT,
+        metavar="SIZE",
+        help="address-space limit of the sandboxed session that runs untrusted model code (like 8G or 512M); an "
+        f"allocation past it fails its check. Default: {DEFAULT_MEMORY_LIMIT}",
     )
     group.addoption(
         "--harness-run-id",
@@ -120,6 +147,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="where exports are written (default: exports/ beside report.json)",
     )
+    group.addoption(
+        "--harness-device",
+        default="cpu",
+        metavar="cpu|cuda|cuda:N|mps",
+        help="device every model of the run is built on and every check runs on. Default: cpu",
+    )
+    group.addoption(
+        "--harness-dtype",
+        default="float32",
+        metavar="float32|bfloat16|float16",
+        help="floating dtype every model is cast to; every check takes that dtype's tolerances, and a check with "
+        "none for it skips saying why. Default: float32",
+    )
+    group.addoption(
+        "--harness-max-tokens",
+        default=None,
+        metavar="INT",
+        help="token budget: the checks' sequence batches hold at most this many tokens (batch x length), by "
+        "capping each model's max_length at INT // max_batch_size. Default: no budget",
+    )
 
 
 class HarnessSession:
@@ -127,8 +174,9 @@ class HarnessSession:
 
     def __init__(self, config: pytest.Config) -> None:
         from harness.checks.base import validate_seed
-        from harness.loading import ModelSelectionError, validate_selectors
+        from harness.loading import ModelSelectionError, needs_sandbox, validate_selectors
         from harness.report import new_report_run_id
+        from harness.safety import scan_advice
 
         self.config = config
         self.selectors: list[str] = config.getoption("harness_model")
@@ -141,17 +189,24 @@ class HarnessSession:
             raise pytest.UsageError(
                 f"--harness-run-id may hold letters, digits, '-', '_' and '.'; got {self.report_run_id!r}"
             )
+        self.placement, self.max_tokens = _placement(config)
         self.report_path = self._report_path()
-        if self.is_controller and self.report_path.exists():
-            remedy = "another --junitxml folder" if config.getoption("xmlpath", None) else "another --harness-run-id"
-            raise pytest.UsageError(f"{self.report_path} already exists; choose {remedy} (nothing was overwritten)")
+        if self.is_controller:
+            self._check_outputs()  # before any check runs: a bad folder or database costs nothing, loses nothing
         self.rows: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, str] = {}
         self._specs: list[ModelSpec] | None = None
         self._models: dict[str, torch.nn.Module] = {}
+        self.limits = _limits(config)
         try:
             validate_selectors(self.selectors)
-            if any(":" in selector for selector in self.selectors):
+            self.scan_warnings = scan_advice(self.selectors)
+            untrusted = [] if config.getoption("trust_model_code") else [s for s in self.selectors if needs_sandbox(s)]
+            self.local_selectors = [selector for selector in self.selectors if selector not in untrusted]
+            self.sandboxed = self._sandboxed(untrusted) if untrusted else None
+            if untrusted and not self.local_selectors:
+                self._specs = []  # every selected model runs in the sandbox (none selects the whole zoo)
+            if any(":" in selector for selector in self.local_selectors):
                 self._specs = self._resolve()  # import the user's modules now: errors are usage errors
         except ModelSelectionError as error:
             raise pytest.UsageError(str(error)) from None
@@ -159,6 +214,51 @@ class HarnessSession:
     @property
     def is_controller(self) -> bool:
         return not hasattr(self.config, "workerinput")
+
+    def _sandboxed(self, selectors: list[str]) -> SandboxedRun:
+        """The checks of ``selectors`` (untrusted code), run once by the controller in the sandbox; workers
+        get the outcome through ``workerinput``. A sandbox that cannot start refuses the run."""
+        from harness.loading import PROVENANCE
+        from harness.sandbox import SandboxedRun, SandboxUnavailable, refusal, sandboxed_session
+
+        if not self.is_controller:
+            return SandboxedRun.from_json(self.config.workerinput[SANDBOX_INPUT])
+        print(f"harness: running {', '.join(selectors)} in the bubblewrap sandbox ...", file=sys.stderr, flush=True)
+        try:
+            run = sandboxed_session(self.config, selectors, self.limits, self.report_path.parent)
+        except SandboxUnavailable as error:
+            raise pytest.UsageError(f"refusing to run untrusted model code ({', '.join(selectors)}): {error}") from None
+        refused = refusal(run, self.report_path.parent / "sandbox.log")
+        if refused:
+            raise pytest.UsageError(refused)
+        for name, record in run.model_sources.items():
+            PROVENANCE[name] = {**record, "trusted_without_scan": False, "sandboxed": True}
+        return run
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """pytest-xdist: each worker replays the sandboxed rows the controller got (it never starts a sandbox)."""
+        if self.sandboxed is not None:
+            node.workerinput[SANDBOX_INPUT] = self.sandboxed.to_json()
+
+    def _check_outputs(self) -> None:
+        """UsageError unless the report folder takes this run's files without overwriting any (an existing
+        ``report.json`` or JUnit file refuses the run) and ``--harness-db`` is an ExperimentDB or can become one."""
+        from harness.config import ConfigError
+        from harness.io import check_writable
+        from harness.report import check_report_folder
+        from harness.store import ExperimentDB
+
+        try:
+            junit = self.config.getoption("xmlpath", None)
+            remedy = "another --junitxml folder" if junit else "another --harness-run-id"
+            check_report_folder(self.report_path.parent, junit=junit, remedy=remedy)
+            if self.config.getoption("harness_artifacts_dir"):
+                check_writable(self.config.getoption("harness_artifacts_dir"), "--harness-artifacts-dir folder")
+            if self.config.getoption("harness_db"):
+                ExperimentDB(self.config.getoption("harness_db")).close()  # validates; creates nothing yet
+        except ConfigError as error:
+            raise pytest.UsageError(f"{error}") from None
 
     def _report_path(self) -> Path:
         xml_path = self.config.getoption("xmlpath", None)
@@ -171,8 +271,13 @@ class HarnessSession:
 
     def _resolve(self) -> list[ModelSpec]:
         from harness.loading import resolve_models
+        from harness.placement import PlacementError, placed_spec
 
-        return resolve_models(self.selectors, trust_code=self.config.getoption("trust_model_code"))
+        specs = resolve_models(self.local_selectors, trust_code=self.config.getoption("trust_model_code"))
+        try:
+            return [placed_spec(spec, self.placement, max_tokens=self.max_tokens) for spec in specs]
+        except PlacementError as error:
+            raise pytest.UsageError(f"--harness-max-tokens: {error}") from None
 
     @property
     def specs(self) -> list[ModelSpec]:
@@ -190,7 +295,9 @@ class HarnessSession:
         from harness.checks import CheckOptions
 
         artifacts = self.config.getoption("harness_artifacts_dir") or self.report_path.parent / "exports"
-        return CheckOptions(seed=self.seed, artifacts_dir=str(artifacts))
+        return CheckOptions(
+            seed=self.seed, artifacts_dir=str(artifacts), device=self.placement.device, dtype=self.placement.dtype
+        )
 
     def cases(self, tier: int) -> list[Any]:
         from harness.checks import CHECKS, applicable_checks
@@ -207,6 +314,22 @@ class HarnessSession:
                 reason = spec.expected_failures.get(check.name)
                 marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
                 params.append(pytest.param(case, id=case.id, marks=marks))
+        return params + self._sandboxed_cases(tier)
+
+    def _sandboxed_cases(self, tier: int) -> list[Any]:
+        """The replayed cases of the models that ran in the sandbox, with their declared expected failures."""
+        if self.sandboxed is None:
+            return []
+        shared = sorted({spec.name for spec in self.specs} & {case["model"] for case in self.sandboxed.cases})
+        if shared:
+            raise pytest.UsageError(f"two selected models share the name {', '.join(shared)}; names must be unique")
+        params = []
+        for case, row in self.sandboxed.rows_in_order(self.limits, self.seed):
+            if case["tier"] == tier:
+                replayed = SandboxedCase({key: case[key] for key in ("tier", "model", "check")}, row)
+                reason = case.get("expected_failure")
+                marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+                params.append(pytest.param(replayed, id=replayed.id, marks=marks))
         return params
 
     # Report rows, on the controller (pytest-xdist sends every worker's reports here).
@@ -220,7 +343,7 @@ class HarnessSession:
             self._failures.setdefault(report.nodeid, f"{report.when}: {report.longreprtext[-2000:]}")
         if report.when == "call" and ROW_PROPERTY in properties:
             self.rows[report.nodeid] = {"test_id": report.nodeid, **json.loads(properties[ROW_PROPERTY])}
-            self.rows[report.nodeid]["duration_s"] = round(report.duration, 4)
+            self.rows[report.nodeid].setdefault("duration_s", round(report.duration, 4))  # a replayed row has its own
         if report.when == "teardown" and report.nodeid in self._failures and report.nodeid not in self.rows:
             case = json.loads(properties[CASE_PROPERTY])
             self.rows[report.nodeid] = _error_row(report.nodeid, case, self._failures[report.nodeid], self.seed)
@@ -235,12 +358,18 @@ class HarnessSession:
 
         workers = int(getattr(self.config.option, "numprocesses", 0) or 0)
         report = build_report(
-            self.report_run_id, list(self.rows.values()), environment(settings.get_current_profile_name(), workers)
+            self.report_run_id,
+            list(self.rows.values()),
+            {**environment(settings.get_current_profile_name(), workers), **self.placement.environment()},
         )
         from harness.loading import PROVENANCE
 
         if PROVENANCE:
             report["model_sources"] = PROVENANCE  # SHA-256 and git commit of model code loaded from paths
+        if self.scan_warnings:
+            report["scan_warnings"] = self.scan_warnings  # advice only: the sandbox is the boundary
+        if self.sandboxed is not None:
+            report["sandbox"] = {"startup_s": self.sandboxed.startup_s, "stopped": self.sandboxed.stopped}
         self.config.hook.pytest_harness_report(report=report, config=self.config)
         write_report(report, self.report_path)
         from harness.report.html import write_html
@@ -255,6 +384,15 @@ class HarnessSession:
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_controller and self.scan_warnings:
+            terminalreporter.write_line(
+                f"harness: warning: the static scan (advice, not a boundary) found {len(self.scan_warnings)} "
+                "construct(s) to read before trusting this code:"
+            )
+            for finding in self.scan_warnings:
+                terminalreporter.write_line(f"  {finding}")
+        if self.is_controller and self.sandboxed is not None and self.sandboxed.stopped:
+            terminalreporter.write_line(f"harness: {self.sandboxed.stopped}")
         if self.is_controller and self.rows:
             counts: dict[str, int] = {}
             for row in self.rows.values():
@@ -264,6 +402,34 @@ class HarnessSession:
                 f"harness: {len(self.rows)} checks ({summary}); report: {self.report_path} "
                 f"(and {self.report_path.with_name('report.html').name})"
             )
+
+
+def _placement(config: pytest.Config) -> tuple[Placement, int | None]:
+    """The run's :class:`harness.placement.Placement` and token budget, or a UsageError saying what is wrong."""
+    from harness.placement import Placement, PlacementError
+
+    try:
+        placement = Placement(config.getoption("harness_device"), config.getoption("harness_dtype"))
+    except PlacementError as error:
+        raise pytest.UsageError(f"--harness-device/--harness-dtype: {error}") from None
+    unavailable = placement.unavailable_because()
+    if unavailable:
+        raise pytest.UsageError(f"--harness-device {unavailable}")
+    budget = config.getoption("harness_max_tokens")
+    if budget is None:
+        return placement, None
+    if not str(budget).isdigit() or int(budget) < 1:
+        raise pytest.UsageError(f"--harness-max-tokens must be a positive integer, got {budget!r}")
+    return placement, int(budget)
+
+
+def _limits(config: pytest.Config) -> Limits:
+    from harness.sandbox import Limits
+
+    try:
+        return Limits.parse(config.getoption("harness_timeout"), config.getoption("harness_memory_limit"))
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def _error_row(test_id: str, case: dict[str, Any], failure: str, seed: int) -> dict[str, Any]:
@@ -307,6 +473,10 @@ def activate(config: pytest.Config) -> HarnessSession:
         session = HarnessSession(config)
         config.stash[SESSION_KEY] = session
         config.pluginmanager.register(session, "harness-session")
+        if STREAM_ENVIRONMENT in os.environ:  # this session is the child a sandbox runs
+            from harness.sandbox import ChildStream
+
+            config.pluginmanager.register(ChildStream(os.environ[STREAM_ENVIRONMENT], session), "harness-sandbox")
     return session
 
 
@@ -325,15 +495,70 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError(
             f"{metafunc.definition.nodeid} uses harness_case without a pytest.mark.tier(1..5) marker"
         )
-    metafunc.parametrize("harness_case", activate(metafunc.config).cases(marker.args[0]), indirect=True)
+    from harness.sandbox import STARTUP_ALLOWANCE_S, CheckLimitExceeded, wall_clock_limit
+
+    session = activate(metafunc.config)
+    try:  # some checks' applicability runs each model once (a probe): one check's limit plus the start-up allowance
+        with wall_clock_limit(session.limits.timeout_s + STARTUP_ALLOWANCE_S):
+            cases = session.cases(marker.args[0])
+    except CheckLimitExceeded as error:
+        raise pytest.UsageError(f"choosing the Tier {marker.args[0]} checks runs each model once: {error}") from None
+    metafunc.parametrize("harness_case", cases, indirect=True)
+
+
+def _harness_item(item: pytest.Item) -> HarnessSession | None:
+    """The session, when ``item`` is one of the harness's cases."""
+    if "harness_case" not in getattr(item, "fixturenames", ()):
+        return None
+    return item.config.stash.get(SESSION_KEY, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    """Building the model counts against the per-check wall-clock limit too (a hang there is an error)."""
+    session = _harness_item(item)
+    if session is None:
+        return (yield)
+    from harness.sandbox import wall_clock_limit
+
+    with wall_clock_limit(session.limits.timeout_s):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Every check runs under ``--harness-timeout``: past it, the check fails naming the limit."""
+    session = _harness_item(item)
+    case = item.funcargs.get("harness_case") if session else None
+    if not isinstance(case, CheckCase):
+        return (yield)
+    from harness.sandbox import CheckLimitExceeded, timeout_result, wall_clock_limit
+
+    started = time.perf_counter()
+    try:
+        with wall_clock_limit(session.limits.timeout_s):
+            return (yield)
+    except CheckLimitExceeded:
+        elapsed = time.perf_counter() - started
+        result = timeout_result(case.identity, session.limits, seed=session.seed, elapsed_s=elapsed)
+        _record_row(item, result.to_dict())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A case that ran in the sandbox replays its row instead of running the check here."""
+    case = pyfuncitem.funcargs.get("harness_case")
+    if isinstance(case, SandboxedCase):
+        _record_row(pyfuncitem, case.row)
+        return True
+    return None
 
 
 @pytest.fixture
-def harness_case(request: pytest.FixtureRequest) -> CheckCase:
-    """The (model spec, check) pair this test runs; parametrized by the plugin."""
-    case: CheckCase = request.param
-    row = {"tier": case.check.tier, "model": case.spec.name, "check": case.check.name}
-    request.node.user_properties.append((CASE_PROPERTY, json.dumps(row)))
+def harness_case(request: pytest.FixtureRequest) -> CheckCase | SandboxedCase:
+    """The (model spec, check) pair this test runs, or the row of one that ran in the sandbox."""
+    case: CheckCase | SandboxedCase = request.param
+    request.node.user_properties.append((CASE_PROPERTY, json.dumps(case.identity)))
     return case
 
 
@@ -345,6 +570,8 @@ def harness_model(request: pytest.FixtureRequest, harness_case: CheckCase) -> to
     """
     from harness.spec import MissingExtraError
 
+    if isinstance(harness_case, SandboxedCase):
+        return None  # its model was built in the sandbox, never here
     try:
         return activate(request.config).model(harness_case.spec)
     except MissingExtraError as error:
@@ -362,26 +589,35 @@ def record_check(request: pytest.FixtureRequest):
     """Record a CheckResult as this test's report row, then fail, skip or warn as its status says."""
 
     def record(result: CheckResult) -> CheckResult:
+        if STREAM_ENVIRONMENT in os.environ:  # inside the sandbox: an allocation refused by its limit says so
+            from harness.sandbox import memory_result
+
+            result = memory_result(result, activate(request.config).limits)
         row = result.to_dict()
         case = request.node.funcargs.get("harness_case")
         reason = case.spec.expected_failures.get(result.check) if case else None
         if reason:
             row["details"]["expected_failure"] = reason  # declared as data: the run treats it as a strict xfail
-        properties = request.node.user_properties
-        properties.append((ROW_PROPERTY, json.dumps(row, allow_nan=False)))
-        for key in ("status", "measured", "threshold", "sample_size", "seed"):
-            properties.append((f"harness.{key}", row[key]))
-        if result.tolerance:
-            properties.append(("harness.tolerance", json.dumps(result.tolerance)))
-        status = result.status.value
-        if status == "failed":
-            pytest.fail(result.message, pytrace=False)
-        if status == "skipped":
-            pytest.skip(result.got or result.message)
-        if status == "inconclusive":
-            pytest.skip(f"inconclusive: {result.message}")
-        if status == "warned":
-            warnings.warn(HarnessWarning(result.message), stacklevel=2)
+        _record_row(request.node, row)
         return result
 
     return record
+
+
+def _record_row(node: pytest.Item, row: dict[str, Any]) -> None:
+    """Attach ``row`` as the test's report row, then fail, skip or warn as its status says."""
+    properties = node.user_properties
+    properties.append((ROW_PROPERTY, json.dumps(row, allow_nan=False)))
+    for key in ("status", "measured", "threshold", "sample_size", "seed"):
+        properties.append((f"harness.{key}", row[key]))
+    if row.get("tolerance"):
+        properties.append(("harness.tolerance", json.dumps(row["tolerance"])))
+    status = row["status"]
+    if status in ("failed", "error"):
+        pytest.fail(row["message"], pytrace=False)
+    if status == "skipped":
+        pytest.skip(row["got"] or row["message"])
+    if status == "inconclusive":
+        pytest.skip(f"inconclusive: {row['message']}")
+    if status == "warned":
+        warnings.warn(HarnessWarning(row["message"]), stacklevel=3)

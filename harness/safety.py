@@ -1,9 +1,11 @@
-"""A static scan of a user's model code, run on its syntax tree before anything is imported.
+"""A static scan of a user's model code, on its syntax tree: advice for the reader, never a boundary.
 
-It refuses code that spawns processes, evaluates strings, opens raw sockets, loads C libraries,
-imports modules by computed names, reaches dangerous attributes through ``getattr`` with a computed
-name (``getattr(os, "sys" + "tem")``), or writes files outside the working folder. It is a tripwire
-for code the user has not read, not a sandbox: ``--trust-model-code`` skips it after the user has.
+It points at code that spawns processes, evaluates strings, opens raw sockets, loads C libraries, imports
+modules by computed names, reaches dangerous attributes through ``getattr`` with a computed name
+(``getattr(os, "sys" + "tem")``), or writes files outside the working folder. A scan of Python cannot
+stop code that means harm (an alias, ``sys.modules``, a ``.pyc``, an encoding cookie all pass it), so
+nothing is refused on its word: untrusted code runs in the sandbox (:mod:`harness.sandbox`), and the
+findings are listed as warnings in the report and on the terminal, for whoever decides to trust the code.
 """
 
 from __future__ import annotations
@@ -53,18 +55,6 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.what} ({self.why})"
-
-
-class UnsafeModelCode(Exception):
-    """The scan refused the code; the message lists every finding with its line."""
-
-    def __init__(self, findings: list[Finding]) -> None:
-        self.findings = findings
-        listed = "\n".join(f"  {finding}" for finding in findings)
-        super().__init__(
-            f"refusing to import model code with {len(findings)} dangerous construct(s):\n{listed}\n"
-            "Read the code; if you trust it, pass --trust-model-code."
-        )
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -202,30 +192,35 @@ class _Scanner(ast.NodeVisitor):
 
 
 def scan_source(source: str, path: str = "<string>") -> list[Finding]:
-    """Every dangerous construct in ``source``; a syntax error is reported as a finding too."""
+    """Every dangerous construct in ``source``; a syntax error, or code nested too deeply for Python's parser or
+    this scanner (a very long expression), is reported as a finding too: advice, never a crash."""
     try:
         tree = ast.parse(source, filename=path)
+        scanner = _Scanner(path)
+        scanner.visit(tree)
     except SyntaxError as error:
         return [Finding(path, error.lineno or 0, "syntax error", str(error.msg))]
-    scanner = _Scanner(path)
-    scanner.visit(tree)
+    except (RecursionError, MemoryError):
+        return [Finding(path, 0, "code nested too deeply to scan", "its contents were not inspected")]
     return sorted(scanner.findings, key=lambda finding: (finding.path, finding.line))
 
 
 def scan_paths(paths: list[Path]) -> list[Finding]:
-    """Scan every ``.py`` file (folders recursively, skipping hidden and virtual-env folders)."""
+    """Scan every ``.py`` file (folders recursively, skipping hidden and virtual-env folders inside them)."""
     findings: list[Finding] = []
     for path in paths:
         files = [path] if path.is_file() else sorted(
-            p for p in path.rglob("*.py") if not any(part.startswith(".") or part in ("venv", "site-packages") for part in p.parts)
+            p for p in path.rglob("*.py")
+            if not any(part.startswith(".") or part in ("venv", "site-packages") for part in p.relative_to(path).parts)
         )  # fmt: skip
         for file in files:
             findings.extend(scan_source(file.read_text(encoding="utf-8", errors="replace"), str(file)))
     return findings
 
 
-def check_paths(paths: list[Path]) -> None:
-    """Raise :class:`UnsafeModelCode` listing every finding, if there is any."""
-    findings = scan_paths(paths)
-    if findings:
-        raise UnsafeModelCode(findings)
+def scan_advice(selectors: list[str]) -> list[str]:
+    """The findings in the code of the path selectors among ``selectors``, one line each (advice only)."""
+    from harness.loading import is_path_selector
+
+    paths = [Path(s.rpartition(":")[0]).expanduser() for s in selectors if ":" in s and is_path_selector(s)]
+    return [str(finding) for finding in scan_paths([path for path in paths if path.exists()])]

@@ -59,6 +59,15 @@ class InputSpace:
     max_batch_size: int = 8  # largest batch the fuzzed checks generate
 
     def __post_init__(self) -> None:
+        for name, least in (("vocab_size", 2), ("max_length", 1), ("num_classes", 2), ("embedding_dim", 1)):
+            value = getattr(self, name)  # sizes no model can have are refused here, not blamed on the model later
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise SpecError(f"InputSpace.{name} must be an integer >= {least} or None, got {name}={value!r}")
+        size = self.image_size
+        if size is not None and (
+            not isinstance(size, tuple) or len(size) != 3 or not all(isinstance(n, int) and n >= 1 for n in size)
+        ):
+            raise SpecError(f"InputSpace.image_size must be (channels, height, width) of integers >= 1, got {size!r}")
         if self.min_length < 1:
             raise SpecError(f"InputSpace.min_length must be >= 1, got {self.min_length}")
         if self.max_length is not None and self.max_length < self.min_length:
@@ -80,6 +89,24 @@ class Capabilities:
     has_memory: bool = False  # carries an external memory (Tier 2 memory checks)
     pretrained: bool = False  # build() loads trained weights: initialisation checks do not apply
     returns_attentions: bool = False  # forward(..., output_attentions=True) returns .attentions (Tier 2)
+    padded_batches: bool | None = None  # the model is run on padded batches (None: yes for every sequence task);
+    #   then padding must not move its real-token outputs, with or without an attention mask (padding_invariance)
+
+
+@dataclass(frozen=True)
+class InitExpectation:
+    """A stated claim about the fresh values of the parameters matching ``pattern`` (every one must match)."""
+
+    pattern: (
+        str  # fnmatch pattern over parameter names, tied aliases included (named_parameters(remove_duplicate=False))
+    )
+    mean: float | None = None  # the mean each matching tensor must have (None: not stated)
+    std: float | None = None  # the std each matching tensor must have (None: not stated)
+    atol: float = 0.01  # allowed |measured - stated| of the mean and of the std
+
+    def __post_init__(self) -> None:
+        if not self.pattern or (self.mean is None and self.std is None) or self.atol < 0:
+            raise SpecError(f"InitExpectation needs a pattern, a mean or a std, and atol >= 0; got {self!r}")
 
 
 @dataclass(frozen=True)
@@ -89,11 +116,15 @@ class InitSpec:
     std_bounds: tuple[float, float] = (1e-3, 2.0)  # allowed std of every non-constant weight tensor
     constant_ok: tuple[str, ...] = ("*bias",)  # fnmatch patterns of parameters allowed to be constant
     frozen_ok: tuple[str, ...] = ()  # fnmatch patterns of parameters built with requires_grad=False on purpose
+    expectations: tuple[InitExpectation, ...] = ()  # stated per-pattern initial means and stds (initialization)
+    tied: tuple[tuple[str, str], ...] = ()  # pairs of parameter names that must be one tensor (tied weights)
 
     def __post_init__(self) -> None:
         low, high = self.std_bounds
         if not 0 <= low < high:
             raise SpecError(f"InitSpec.std_bounds must satisfy 0 <= low < high, got {self.std_bounds}")
+        if any(len(pair) != 2 or pair[0] == pair[1] for pair in self.tied):
+            raise SpecError(f"InitSpec.tied must hold pairs of two different parameter names, got {self.tied!r}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,9 @@ class ModelSpec:
     #   (every tensor (N, ...)), e.g. harness.data.digit_examples; text tasks read real text through `tokenizer`
     recipe: Any = None  # a harness.training TrainingRecipe: the user's optimizer, freeze, scheduler, loss (Tier 3)
     memory: Callable[[Any], Any] | None = None  # model -> its external memory's public interface (Tier 2)
+    intervention: Any = None  # a harness.interventions.Intervention: hooks or an adapter attached to the model (Tier 2)
+    metrics: Mapping[str, Callable[..., float]] = field(default_factory=dict)  # the user's metric functions, by what
+    #   they compute (perplexity, accuracy, loss): fn(outputs, batches, spec) -> float (harness.evaluation, Tier 5)
     expected_failures: Mapping[str, str] = field(default_factory=dict)  # {check name: reason}
     seed: int = 0  # seed for building the model
     description: str = ""  # one line for `harness models` and the README

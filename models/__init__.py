@@ -21,6 +21,8 @@ ZOO: dict[str, str] = {
     "multimode-gpt-tagger": "harness_zoo.multimode_gpt:TAGGER_SPEC",
     "multimode-gpt-scorer": "harness_zoo.multimode_gpt:SCORER_SPEC",
     "associative-gpt": "harness_zoo.associative_gpt:SPEC",
+    "gpt2-tiny-lora": "harness_zoo.gpt2_lora:SPEC",
+    "cnn-digits-film": "harness_zoo.hook_modulator:SPEC",
 }
 
 

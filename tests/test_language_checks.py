@@ -334,3 +334,18 @@ def test_language_injectors_say_why_they_do_not_apply() -> None:
     assert "no position_ids" in INJECTORS["cache_position_shift"].not_applicable_because(t5)
     assert "no learned position embedding" in INJECTORS["embeds_skip_positions"].not_applicable_because(t5)
     assert "attention_mask" in INJECTORS["kernel_mask_dropped"].not_applicable_because(_spec(None))
+
+
+def test_generation_processors_count_token_ids_zero_and_one() -> None:
+    from harness.checks.language import _sets
+
+    assert _sets(0, None) and _sets(1, None)  # Marian forces eos 0, Pegasus eos 1: both change greedy tokens
+    assert not _sets(None, None) and not _sets(1.0, 1.0) and not _sets(0, 0) and not _sets([], None)
+
+
+def test_packing_mask_carries_the_models_sliding_window() -> None:
+    from harness.checks.language import _document_mask
+
+    allowed = _document_mask([5], 5, causal=True, window=2)
+    expected = torch.ones(5, 5, dtype=torch.bool).tril() & torch.ones(5, 5, dtype=torch.bool).triu(diagonal=-1)
+    assert torch.equal(allowed, expected)

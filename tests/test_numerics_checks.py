@@ -130,6 +130,16 @@ def test_half_precision_runs_by_device() -> None:
     assert half_precision_runs(cuda=False, float16_on_cpu=True) == ([("bfloat16", "cpu"), ("float16", "cpu")], [])
 
 
+@pytest.mark.parametrize("check", ["half_precision_parity", "mixed_precision_training"])
+def test_the_float32_comparisons_skip_in_a_bfloat16_run(check: str) -> None:
+    """Under --harness-dtype bfloat16 there is no float32 model to compare with: the row says so."""
+    from harness.placement import Placement, placed_spec
+
+    spec = placed_spec(lm_spec(), Placement("cpu", "bfloat16"))
+    result = _run(check, spec, CheckOptions(dtype="bfloat16"))
+    assert result.status is Status.SKIPPED and "runs in float32 only" in result.got
+
+
 # mixed_precision_training ---------------------------------------------------------------------------------
 
 

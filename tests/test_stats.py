@@ -101,29 +101,83 @@ def test_chi_square_permutation_brute_force():
     assert result.p_value == pytest.approx((sum(v >= result.statistic - 1e-9 for v in null) + 1) / 51)
 
 
-def test_mmd_brute_force():
+def _mmd2_unbiased(a: np.ndarray, b: np.ndarray, bandwidth: float) -> float:
+    def k(p, q):
+        return np.exp(-np.sum((p - q) ** 2) / (2 * bandwidth**2))
+
+    def within(rows):
+        return np.mean([k(p, q) for (i, p), (j, q) in itertools.product(enumerate(rows), enumerate(rows)) if i != j])
+
+    return within(a) + within(b) - 2 * np.mean([k(p, q) for p, q in itertools.product(a, b)])
+
+
+def test_mmd_is_the_unbiased_u_statistic_with_a_brute_force_permutation_p_value():
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(7, 3)), rng.normal(0.5, 1, size=(6, 3))
     result = stats.mmd_rbf(x, y, permutations=30, bandwidth=1.3, seed=2)
-
-    def k(a, b):
-        return np.exp(-np.sum((a - b) ** 2) / (2 * 1.3**2))
-
-    def mmd2(a, b):
-        xx = np.mean([k(p, q) for p, q in itertools.product(a, a)])
-        yy = np.mean([k(p, q) for p, q in itertools.product(b, b)])
-        xy = np.mean([k(p, q) for p, q in itertools.product(a, b)])
-        return xx + yy - 2 * xy
-
-    assert result.statistic == pytest.approx(mmd2(x, y))
+    assert result.statistic == pytest.approx(_mmd2_unbiased(x, y, 1.3))
     rng = np.random.default_rng(2)
     pooled = np.concatenate([x, y])
-    weights = np.concatenate([np.full(7, 1 / 7), np.full(6, -1 / 6)])
+    first = np.arange(13) < 7
     null = []
     for _ in range(30):
-        order = rng.permutation(weights)  # the permuted sample labels
-        null.append(mmd2(pooled[order > 0], pooled[order < 0]))
+        order = rng.permutation(first)  # the permuted sample labels
+        null.append(_mmd2_unbiased(pooled[order], pooled[~order], 1.3))
     assert result.p_value == pytest.approx((sum(v >= result.statistic - 1e-12 for v in null) + 1) / 31)
+    assert result.details["null_sd"] == pytest.approx(np.std(null, ddof=1))
+
+
+def test_mmd_has_no_upward_bias_on_small_samples():
+    """The V-statistic's diagonal made 50-vs-50 samples of one distribution look drifted; the U-statistic's mean
+    over 200 such pairs is 0 within 3 standard errors."""
+    rng = np.random.default_rng(8)
+    values = [stats.mmd_rbf(rng.normal(size=(50, 16)), rng.normal(size=(50, 16)), permutations=2).statistic
+              for _ in range(200)]  # fmt: skip
+    assert abs(np.mean(values)) <= 3 * np.std(values) / np.sqrt(200), np.mean(values)
+
+
+def test_mde_mmd_is_close_to_simulated_power():
+    """A mean shift whose population MMD equals the MDE at 100 vs 100 is detected about 80% of the time."""
+    rng = np.random.default_rng(9)
+    null_sd = np.mean([stats.mmd_rbf(rng.normal(size=(100, 4)), rng.normal(size=(100, 4)), permutations=200,
+                                     bandwidth=2.8).details["null_sd"] for _ in range(10)])  # fmt: skip
+    mde = stats.mde_mmd(null_sd, alpha=0.05, power=0.8)
+
+    def population_mmd(shift):  # a large-sample estimate of the population MMD of N(0, I) vs N(shift e1, I)
+        big = np.random.default_rng(1)
+        return stats.mmd_rbf(big.normal(size=(1500, 4)), big.normal(size=(1500, 4)) + [shift, 0, 0, 0],
+                             permutations=2, bandwidth=2.8).effect_size  # fmt: skip
+
+    from scipy import optimize
+
+    shift = optimize.brentq(lambda s: population_mmd(s) - mde, 0.05, 2.0, xtol=1e-3)
+    power, _ = stats.simulated_power(
+        lambda x, y: stats.mmd_rbf(x, y, permutations=100, bandwidth=2.8).p_value,
+        lambda r: (r.normal(size=(100, 4)), r.normal(size=(100, 4)) + [shift, 0, 0, 0]),
+        trials=100,
+    )
+    print(f"MMD at its MDE {mde:.4f} (shift {shift:.3f} SD): simulated power {power:.2f}")
+    assert abs(power - 0.8) < 0.15, (power, shift, mde)
+
+
+def test_permutations_for_lets_the_smallest_p_value_survive_the_correction():
+    for tests, alpha in ((1, 0.05), (7, 0.01), (40, 0.001)):
+        permutations = stats.permutations_for(tests, alpha)
+        smallest = 1 / (permutations + 1)
+        assert stats.holm(np.array([smallest] + [1.0] * (tests - 1)))[0] <= alpha / 2
+        assert stats.benjamini_hochberg(np.array([smallest] + [1.0] * (tests - 1)))[0] <= alpha / 2
+        assert tests / (permutations + 0) > alpha / 2  # one fewer would not do
+    assert stats.permutations_for(2, 0.05, at_least=500) == 500
+
+
+def test_sample_size_for_is_the_smallest_size_reaching_the_effect():
+    def mde(n):
+        return stats.mde_mean_shift(n, n, alpha=0.05)
+
+    needed = stats.sample_size_for(mde, 0.25)
+    assert mde(needed) <= 0.25 < mde(needed - 1)
+    assert stats.sample_size_for(mde, 10.0, start=7) == 7
+    assert stats.sample_size_for(lambda n: 1.0, 0.5, limit=1000) is None
 
 
 def test_median_bandwidth_brute_force():
@@ -173,18 +227,19 @@ def test_holm_brute_force(p_values):
     np.testing.assert_allclose(stats.holm(p), expected, atol=1e-12)
 
 
-def test_paired_bootstrap_brute_force():
+def test_paired_t_matches_scipy():
     rng = np.random.default_rng(10)
     a = rng.normal(size=40)
     b = a + rng.normal(0.2, 0.5, size=40)
-    result = stats.paired_bootstrap(a, b, resamples=300, confidence=0.9, seed=11)
-    rng = np.random.default_rng(11)
+    result = stats.paired_t(a, b, confidence=0.9)
     d = b - a
-    means = np.concatenate([d[rng.integers(0, 40, size=(300, 40))].mean(1)])
+    low, high = sp.t.interval(0.8, 39, loc=d.mean(), scale=sp.sem(d))  # two-sided 80% = one-sided 90% bounds
     assert result.statistic == pytest.approx(d.mean())
-    assert result.details["upper"] == pytest.approx(np.quantile(means, 0.9))
-    assert result.details["lower"] == pytest.approx(np.quantile(means, 0.1))
+    assert result.details["lower"] == pytest.approx(low) and result.details["upper"] == pytest.approx(high)
+    assert result.p_value == pytest.approx(sp.ttest_rel(b, a).pvalue)
     assert result.effect_size == pytest.approx(d.mean() / d.std(ddof=1))
+    same = stats.paired_t(a, a + 0.3)  # every difference equal: the bounds close on the mean
+    assert same.details["lower"] == pytest.approx(0.3) and same.p_value == 0.0
 
 
 def test_mcnemar_brute_force():
@@ -242,7 +297,7 @@ def test_bad_arguments_name_the_parameter():
     with pytest.raises(ValueError, match="same categories"):
         stats.chi_square([1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match="confidence"):
-        stats.paired_bootstrap([1.0, 2.0], [1.0, 2.0], confidence=1.5)
+        stats.paired_t([1.0, 2.0], [1.0, 2.0], confidence=1.5)
     with pytest.raises(ValueError, match="dim"):
         stats.hotelling_t2(np.zeros((2, 5)), np.zeros((2, 5)))
 

@@ -105,7 +105,7 @@ PLANTED: tuple[Planted, ...] = (
         "eval_determinism",
         "causal",
         "dropout_in_eval",
-        also_fails=_NOISY | {"padding_invariance", "causality"},
+        also_fails=_NOISY | {"padding_invariance", "causality"},  # causality: "nondeterministic", not "leakage"
     ),
     Planted("eval_determinism", "image", "dropout_in_eval", also_fails=_NOISY),
     Planted("eval_determinism", "causal", "counter_in_forward"),
@@ -130,7 +130,7 @@ CLEAN: tuple[Planted, ...] = (
     Planted("", "causal", None),
     Planted("", "image", None),
     Planted("", "causal", "no_causal_mask", claims=(("is_causal", False),)),  # a truly bidirectional model
-    Planted("", "causal", None, claims=(("has_attention_mask", False),)),  # no mask claimed: padding skipped
+    Planted("", "causal", None, claims=(("has_attention_mask", False),)),  # no mask: unmasked right padding, causal
 )
 
 
@@ -274,9 +274,7 @@ def test_output_shapes_failing_example_is_the_one_in_the_message(defect: str, na
 def test_clean_model_passes(clean: Planted, check: str) -> None:
     spec = clean.spec()
     result = _run(check, spec)
-    not_applicable = (clean.family == "image" and check in SEQUENCE_ONLY) or (
-        check == "padding_invariance" and not spec.capabilities.has_attention_mask
-    )
+    not_applicable = clean.family == "image" and check in SEQUENCE_ONLY
     if not_applicable:
         assert result.status is Status.SKIPPED, result.message
         assert result.got  # the reason

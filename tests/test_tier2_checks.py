@@ -82,7 +82,10 @@ def test_clean_model_passes(check: str, spec: ModelSpec) -> None:
 
 
 def test_every_tier2_check_has_a_planted_defect() -> None:
-    assert sorted(name for name, check in CHECKS.items() if check.tier == 2) == sorted(TIER2_CHECKS)
+    from tests.intervention_defects import DEFECTS  # the intervention checks' planted defects (test_interventions.py)
+
+    interventions = {check for _, check, _ in DEFECTS.values()}
+    assert sorted(name for name, check in CHECKS.items() if check.tier == 2) == sorted({*TIER2_CHECKS, *interventions})
     assert {check for check, _ in PLANTED} == set(TIER2_CHECKS)
 
 
@@ -176,10 +179,24 @@ def test_flip_rate_reports_rate_interval_and_sample() -> None:
 
 
 def test_flip_rate_is_inconclusive_when_the_sample_cannot_decide() -> None:
-    small = CheckOptions(behaviour=BehaviourOptions(perturbation_samples=5))
+    small = CheckOptions(behaviour=BehaviourOptions(perturbation_samples=2))
     result = _run("perturbation_flip_rate", lm_spec(), small)
     assert result.status is Status.INCONCLUSIVE, result.message
     assert "cannot decide" in result.got
+    assert result.details["doublings"] == 2 and result.details["perturbations"]["token_substitution"]["n"] == 8
+
+
+def test_flip_rate_doubles_an_undecided_sample_until_it_decides() -> None:
+    small = CheckOptions(behaviour=BehaviourOptions(perturbation_samples=5))  # 5 examples cannot decide; 20 can
+    result = _run("perturbation_flip_rate", lm_spec(), small)
+    assert result.status is Status.PASSED, result.message
+    assert result.details["doublings"] >= 1 and result.sample_size == 5 * 2 ** result.details["doublings"]
+
+
+def test_generated_images_get_noise_but_no_pixel_shift() -> None:
+    result = _run("perturbation_flip_rate", cnn_spec().replace(real_data=None))  # white noise: a shift is no small edit
+    assert result.details["inputs"] == "generated"
+    assert set(result.details["perturbations"]) == {"gaussian_noise"}, result.details
 
 
 def test_image_flip_rate_uses_real_digits_and_both_perturbations() -> None:
@@ -233,3 +250,41 @@ def test_memory_check_needs_the_interface() -> None:
     spec = lm_spec(memory="brute-force").replace(memory=None)
     result = _run("memory_oracle", spec)
     assert result.status is Status.SKIPPED and "ModelSpec.memory" in result.got
+
+
+# what the correctness corpus (tests/corpus) taught these checks ----------------------------------------------
+
+
+def _corpus(name: str) -> ModelSpec:
+    from tests.corpus import CORPUS
+
+    return next(spec for spec in CORPUS if spec.name == f"corpus-{name}")
+
+
+def test_attention_switches_a_default_kernel_to_eager_and_reads_vision_maps() -> None:
+    lm = _run("attention_patterns", _corpus("gpt2"))  # built on sdpa, which returns no weights
+    assert lm.status is Status.PASSED and lm.details["attention_kernel"] == "eager", lm.message
+    vit = _run("attention_patterns", _corpus("vit"))  # images: no padding, nothing causal, rows sum to one
+    assert vit.status is Status.PASSED and vit.details["padding_amount"] == 0, vit.message
+
+
+def test_attribution_baseline_is_not_a_normalisation_singularity() -> None:
+    result = _run("attribution_completeness", _corpus("llama-gqa"))  # its pad embedding row is all zeros
+    assert result.status is Status.PASSED, result.message
+    assert result.details["baseline"].startswith("another generated input")
+
+
+def test_ablation_removes_only_blocks_that_keep_their_shape() -> None:
+    result = _run("layer_ablation", _corpus("swin"))  # stage 0 downsamples: its inner blocks are ablated instead
+    assert result.status is Status.PASSED, result.message
+    assert result.details["kept_shape_changing"] == ["swin.encoder.layers.0"]
+    assert [entry["component"] for entry in result.details["ranking"]] == [
+        "swin.encoder.layers.1",
+        "swin.encoder.layers.0.blocks.0",
+    ]
+
+
+def test_ablation_resolves_the_small_effects_of_untrained_blocks() -> None:
+    result = _run("layer_ablation", _corpus("bart"))  # encoder layers move the loss by ~1e-7, float32 saw 0.0
+    assert result.status is Status.PASSED and result.details["dtype"] == "float64", result.message
+    assert 0 < result.measured < 1e-5

@@ -43,7 +43,7 @@ def test_defect_is_flagged(defect):
 
 @pytest.mark.parametrize("check", TIER3)
 def test_clean_recipe_passes(check):
-    family = "digits" if check == "learning_on_real_text" else "tagger"
+    family = {"learning_on_real_text": "digits", "knobs": "knobs", "learning_rate_groups": "rates"}.get(check, "tagger")
     spec = defect_spec(None, family=family)
     result = _run(check, spec)
     assert result.status is Status.PASSED, result.message

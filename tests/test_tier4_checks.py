@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 
 from harness.checks import CHECKS, CheckOptions, run_check
@@ -160,3 +161,38 @@ def test_slow_exported_graph_fails_the_latency_ratio(options):
     assert_flagged(result, spec)
     assert result.measured > result.threshold
     assert set(result.details["p50_ratio"]) == {"torchscript", "onnxruntime"}
+
+
+def test_int8_quantizes_the_export_itself_when_shape_inference_fails(options, monkeypatch):
+    import onnxruntime.quantization.shape_inference as shape_inference
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("shape inference failed on this graph")
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", refuse)
+    spec = classifier_spec()
+    result = run("onnx_int8_parity", spec, options)
+    assert result.status is Status.PASSED, result.message  # the graph quantizes fine without the pre-processing
+    assert result.details["export_notes"][0].startswith("quant_pre_process failed (")
+    assert "shape inference failed on this graph" in result.details["export_notes"][0]
+
+
+def test_export_error_names_the_first_line_that_says_something():
+    from harness.export.artifacts import _unsupported
+
+    error = _unsupported(RuntimeError("\nCould not export Python function call 'GeLUFunction'."), None)
+    assert str(error).endswith("RuntimeError: Could not export Python function call 'GeLUFunction'.")
+
+
+def test_int8_agreement_is_held_only_where_int8_cannot_close_the_margin():
+    from harness.checks.export import _decided, _decided_agreement
+
+    spec = classifier_spec()
+    reference = torch.tensor([[1.0, 0.99, 0.0], [2.0, 0.0, 0.0]])  # a near-tie, and a clear prediction
+    emulated = reference + torch.tensor([[-0.02, 0.02, 0.0], [0.02, 0.0, 0.0]])  # what int8 itself moves
+    decided = _decided(spec, reference, emulated)
+    assert decided.tolist() == [False, True]
+    flipped_tie = torch.tensor([[0.9, 1.0, 0.0], [2.0, 0.0, 0.0]])
+    assert _decided_agreement(spec, reference, flipped_tie, decided) == 1.0  # the near-tie decides nothing
+    flipped_clear = torch.tensor([[1.0, 0.99, 0.0], [0.0, 2.0, 0.0]])
+    assert _decided_agreement(spec, reference, flipped_clear, decided) == 0.0

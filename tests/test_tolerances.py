@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -11,10 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from harness.tolerances import TOLERANCES, Comparison, Tolerance, compare, tolerance_for
+from harness.tolerances import TOLERANCES, Comparison, NoTolerance, Tolerance, compare, tolerance_for
 
 SPECIAL = (math.nan, math.inf, -math.inf)
-TOLERANCE_VALUES = st.sampled_from(sorted(set(TOLERANCES.values()), key=lambda t: (t.rtol, t.atol))) | st.builds(
+ABSOLUTE_ROWS = sorted({t for t in TOLERANCES.values() if not t.per_rms}, key=lambda t: (t.rtol, t.atol))
+TOLERANCE_VALUES = st.sampled_from(ABSOLUTE_ROWS) | st.builds(  # the allclose rule; per-RMS rows: their own test
     Tolerance,
     rtol=st.sampled_from([0.0, 1e-6, 1e-3, 0.5]),
     atol=st.sampled_from([0.0, 1e-8, 1e-5, 1e-2]),
@@ -156,26 +159,54 @@ def test_tolerance_for_accepts_torch_dtypes_and_names(dtype: str, backend: str) 
 def test_tolerance_table_is_sane() -> None:
     for (dtype, backend), tolerance in TOLERANCES.items():
         assert 0 <= tolerance.rtol < 1 and 0 < tolerance.atol < 1, (dtype, backend)
-    # a lower precision is never held to a tighter bound than float32 on the same backend
+    # a lower precision is never held to a tighter bound than float32 on the same backend (in the same units)
     for (dtype, backend), tolerance in TOLERANCES.items():
         reference = TOLERANCES.get(("float32", backend))
-        if reference and dtype in ("float16", "bfloat16"):
+        if reference and dtype in ("float16", "bfloat16") and tolerance.per_rms == reference.per_rms:
             assert tolerance.atol >= reference.atol and tolerance.rtol >= reference.rtol, (dtype, backend)
+    # float16 keeps 3 more mantissa bits than bfloat16: never a looser bound
+    for (dtype, backend), tolerance in TOLERANCES.items():
+        if dtype == "float16" and ("bfloat16", backend) in TOLERANCES:
+            wider = TOLERANCES["bfloat16", backend]
+            assert tolerance.atol <= wider.atol and tolerance.rtol <= wider.rtol, backend
     assert tolerance_for(torch.float32, "serialized").atol <= tolerance_for(torch.float32, "eager").atol
 
 
 @pytest.mark.parametrize(
     "dtype, backend, named",
     [
-        (torch.complex64, "eager", "dtype='complex64'"),
-        ("float32", "tensorrt", "backend='tensorrt'"),
-        (torch.int8, "eager", "dtype='int8'"),
+        (torch.complex64, "eager", "no complex64/eager row (rows for eager: float32, float16, bfloat16)"),
+        ("float32", "tensorrt", "no float32/tensorrt row (rows for tensorrt: none)"),
+        ("bfloat16", "torchscript", "no bfloat16/torchscript row (rows for torchscript: float32)"),
     ],
 )
-def test_unknown_key_lists_the_known_keys(dtype: object, backend: str, named: str) -> None:
-    with pytest.raises(KeyError) as raised:
+def test_a_missing_row_is_named_with_the_rows_there_are(dtype: object, backend: str, named: str) -> None:
+    with pytest.raises(NoTolerance, match=re.escape(named)):
         tolerance_for(dtype, backend)
-    text = str(raised.value)
-    assert named in text
-    for known_dtype, known_backend in TOLERANCES:
-        assert f"{known_dtype}/{known_backend}" in text
+
+
+@given(array_pairs(), TOLERANCE_VALUES)
+def test_a_per_rms_comparison_is_the_absolute_one_in_rms_units(pair: tuple[np.ndarray, np.ndarray], tolerance) -> None:
+    got, expected = pair
+    finite = expected[np.isfinite(expected)]
+    scale = float(np.sqrt(np.mean(finite.astype(np.float64) ** 2))) if finite.size else 0.0
+    scale = scale if scale > 0 else 1.0
+    per_rms = _compare(got, expected, dataclasses.replace(tolerance, per_rms=True))
+    with np.errstate(invalid="ignore", over="ignore"):
+        absolute = _compare(got / scale, expected / scale, tolerance)
+    assert per_rms.scale == pytest.approx(scale)
+    assert (per_rms.within, per_rms.fraction_within) == (absolute.within, absolute.fraction_within)
+    assert per_rms.max_abs == pytest.approx(absolute.max_abs, rel=1e-12)
+
+
+def test_a_per_rms_tolerance_scales_with_the_reference() -> None:
+    """atol of a per_rms row is in units of the reference's RMS: the same relative error passes at any scale."""
+    reference = torch.tensor([3.0, -4.0])  # RMS sqrt(12.5) = 3.54
+    tolerance = Tolerance(rtol=0.0, atol=0.1, per_rms=True)
+    for scale in (1e-3, 1.0, 1e3):
+        within = compare((reference + 0.3) * scale, reference * scale, tolerance)  # 0.085 RMS
+        beyond = compare((reference + 0.4) * scale, reference * scale, tolerance)  # 0.113 RMS
+        assert within.within and not beyond.within
+        assert within.scale == pytest.approx(3.5355 * scale, rel=1e-4)
+        assert within.max_abs == pytest.approx(0.3 / 3.5355, rel=1e-4)  # in the tolerance's units
+    assert compare(torch.zeros(2), torch.zeros(2), tolerance).scale == 1.0  # an all-zero reference: absolute

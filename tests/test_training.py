@@ -3,7 +3,6 @@ grid sweeps in the ExperimentDB, the `harness train` CLI, and DDP on two CPU pro
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -182,12 +181,9 @@ def test_grid_sweep_records_every_run_and_ranks_them(tmp_path, cache):
 
 
 def _cli(argv: list[str]) -> int:
-    from harness.training.cli import add_train_parser
+    from harness.cli import main
 
-    parser = argparse.ArgumentParser(prog="harness")
-    add_train_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.handler(args)
+    return main(argv)
 
 
 def test_cli_trains_and_prints_the_run_id(tmp_path, cache, capsys):

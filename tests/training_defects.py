@@ -31,6 +31,8 @@ DEFECTS: dict[str, tuple[str, str]] = {
     "frozen_learning_rate": ("overfit_one_batch", "the optimizer is built with a learning rate of zero"),
     "loss_without_gradient": ("learning_on_real_text", "the loss is multiplied by zero: nothing is learned"),
     "nan_loss": ("sweep_smoke", "the loss is NaN, so no run of the sweep can be ranked"),
+    "knob_never_read": ("knobs", "the z-loss weight is stated as a knob but never added to the loss"),
+    "body_rate_forgotten": ("learning_rate_groups", "the recipe states the body at 0.1x; the optimizer gives 1x"),
 }
 
 
@@ -83,9 +85,17 @@ def nan_loss(outputs, batch) -> torch.Tensor:
 
 
 def defect_spec(name: str | None, *, family: str = "tagger") -> ModelSpec:
-    """The clean spec of a family (``"tagger"`` or ``"digits"``), or the spec carrying defect ``name``."""
+    """The clean spec of a family (``"tagger"``, ``"digits"``, ``"knobs"`` or ``"rates"``: the last two state knobs
+    and learning-rate multipliers), or the spec carrying defect ``name``."""
+    from tests.user_pieces_defects import knob_spec, lr_claim_spec
+
     if name is None:
-        return tagger_spec() if family == "tagger" else digits_spec()
+        return {"tagger": tagger_spec, "digits": digits_spec, "knobs": knob_spec,
+                "rates": lambda: lr_claim_spec(clean=True)}[family]()  # fmt: skip
+    if name == "knob_never_read":
+        return knob_spec("z_never_read")
+    if name == "body_rate_forgotten":
+        return lr_claim_spec(clean=False)
     tagger = tagger_spec()
     own = training_recipe("token-classifier")
     recipes = {

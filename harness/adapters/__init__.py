@@ -53,11 +53,17 @@ def adapter_for(spec: ModelSpec) -> Adapter:
     return adapter
 
 
+def convention_error(spec: ModelSpec, model) -> str | None:
+    """Why ``model`` does not follow the calling convention of ``spec.task`` (one line), or None when it does."""
+    return adapter_for(spec).convention_error(spec, model)
+
+
 __all__ = [
     "ADAPTERS",
     "Adapter",
     "Batch",
     "adapter_for",
+    "convention_error",
     "hidden_states_of",
     "logits_of",
     "loss_of",

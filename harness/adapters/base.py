@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ class Adapter:
     """
 
     task: str = ""  # the ModelSpec.task this adapter serves
+    convention: str = ""  # the task's calling convention in one line, for usage errors
     required_inputs: tuple[str, ...] = ()  # InputSpace fields a spec of this task must set
     sequence: bool = False  # inputs have a length dimension (token sequences)
     per_token_outputs: bool = False  # outputs have a length dimension aligned with the inputs
@@ -57,6 +59,11 @@ class Adapter:
         """The loss the model computes itself when given labels."""
         raise NotImplementedError
 
+    def raw_output(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch, **extra: Any) -> Any:
+        """The model's own output object for the batch's inputs (no labels), with ``extra`` keywords such as
+        ``output_attentions=True``; :meth:`forward` reads the task's output from the same call."""
+        raise NotImplementedError
+
     def reference_loss(self, spec: ModelSpec, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """An independent computation of the task's loss from the outputs."""
         raise NotImplementedError
@@ -64,6 +71,27 @@ class Adapter:
     def output_shape(self, spec: ModelSpec, batch: Batch) -> tuple[int, ...]:
         """The shape ``forward`` must return for this batch."""
         raise NotImplementedError
+
+    def convention_error(self, spec: ModelSpec, model: torch.nn.Module) -> str | None:
+        """Why ``model`` does not follow this task's calling convention, in one line, or None when it does.
+
+        One forward of a two-row batch from the spec's input space must run and return the task's output shape:
+        a model that fails this would fail every check the same way, so callers report it once, up front.
+        """
+        length = max(spec.inputs.min_length, min(4, spec.inputs.max_length or 4))
+        batch = self.make_batch(spec, batch_size=2, length=length, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.no_grad():
+                output = self.forward(spec, model, batch)
+        except Exception as error:  # noqa: BLE001 - any failure of the first call is the usage error
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            got = f"raised {type(error).__name__}: {lines[0][:200] if lines else ''}"
+        else:
+            expected = self.output_shape(spec, batch)
+            if isinstance(output, torch.Tensor) and tuple(output.shape) == expected:
+                return None
+            got = f"returned {tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__}, not {expected}"
+        return f"{spec.name} does not follow the {self.task} calling convention, {self.convention}: one call {got}"
 
     # Export (Tier 4).
 
@@ -177,6 +205,15 @@ def loss_of(output: Any) -> torch.Tensor:
     if loss is None:
         raise TypeError("the model returned no loss when given labels (expected `.loss` or `['loss']`)")
     return loss
+
+
+def accepts(model: torch.nn.Module, argument: str) -> bool:
+    """Whether ``model.forward`` takes a parameter of that name (or ``**kwargs``); a scripted model's by its schema."""
+    schema = getattr(model.forward, "schema", None)  # a torch.jit.ScriptMethod has no Python signature
+    if schema is not None:
+        return argument in {parameter.name for parameter in schema.arguments}
+    parameters = inspect.signature(model.forward).parameters
+    return argument in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def batch_size_of(batch: Batch) -> int:

@@ -18,8 +18,10 @@ from harness.spec import ModelSpec
 
 class CausalLMAdapter(SequenceAdapter):
     task = "causal-lm"
+    convention = "forward(input_ids, attention_mask=None, labels=None) -> .logits (B, T, vocab), .loss"
     required_inputs = ("vocab_size", "max_length")
     label_shift = 1  # position t predicts token t + 1
+    positions_from_mask = True  # left padding must not shift positions, as in generation
     evaluation = "tokens"
     real_text = "labelled"
     trains_on_text = True

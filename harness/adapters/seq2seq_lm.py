@@ -29,6 +29,9 @@ def shift_right(labels: torch.Tensor, start_id: int, ignore_index: int) -> torch
 
 class Seq2SeqLMAdapter(SequenceAdapter):
     task = "seq2seq-lm"
+    convention = (
+        "forward(input_ids, attention_mask=None, decoder_input_ids=None, labels=None) -> .logits (B, S, vocab), .loss"
+    )
     required_inputs = ("vocab_size", "max_length")
     causal_key = "labels"  # the decoder stream is the causal one, and the one the outputs follow
     causal_shift = 1  # label t is decoder input t+1 (shifted right), so outputs <= t must not see it

@@ -7,22 +7,15 @@ their task differs, how real text becomes examples and labels (:meth:`SequenceAd
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Literal
 
 import torch
 
-from harness.adapters.base import Adapter, Batch, TextExample, logits_of, loss_of
+from harness.adapters.base import Adapter, Batch, TextExample, accepts, logits_of, loss_of
 from harness.adapters.scoring import TokenScores, class_features, token_scores
 from harness.spec import ModelSpec
 
 PaddingSide = Literal["left", "right"]
-
-
-def accepts(model: torch.nn.Module, argument: str) -> bool:
-    """Whether ``model.forward`` takes a parameter of that name (or ``**kwargs``)."""
-    parameters = inspect.signature(model.forward).parameters
-    return argument in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -40,6 +33,7 @@ class SequenceAdapter(Adapter):
     causal_key = "input_ids"  # the stream the per-token outputs follow, and that a causal claim is about
     causal_shift = 0  # token t of the causal stream first reaches output t + causal_shift
     bidirectional_key: str | None = None  # a stream that must be read bidirectionally whatever the claim
+    positions_from_mask = False  # pass position_ids counting real tokens only (causal LMs: generation's positions)
     windows_per_example = 1  # consecutive text windows one example of a real batch is made of
 
     def labels(self, spec: ModelSpec, input_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -61,14 +55,15 @@ class SequenceAdapter(Adapter):
     def model_inputs(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """The keyword arguments of an encoder's (or a decoder-only model's) forward call.
 
-        With an attention mask and a model that accepts ``position_ids``, positions count real tokens
-        only (``cumsum(mask) - 1``), as generation does, so left padding does not shift positions.
+        With an attention mask, :attr:`positions_from_mask` and a model that accepts ``position_ids``, positions
+        count real tokens only (``cumsum(mask) - 1``), as generation does, so left padding does not shift them.
+        Other models count positions themselves: an encoder's may start elsewhere (RoBERTa's at pad_id + 1).
         """
         inputs = {"input_ids": batch["input_ids"]}
         if spec.capabilities.has_attention_mask:
             mask = batch["attention_mask"]
             inputs["attention_mask"] = mask
-            if accepts(model, "position_ids"):
+            if self.positions_from_mask and accepts(model, "position_ids"):
                 inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
         return inputs
 
@@ -85,8 +80,11 @@ class SequenceAdapter(Adapter):
         states = getattr(output, "hidden_states", None)
         return states[-1] if states else None
 
+    def raw_output(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch, **extra: Any) -> Any:
+        return model(**self.forward_inputs(spec, model, batch), **extra)
+
     def forward(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        return self.outputs_of(spec, model(**self.forward_inputs(spec, model, batch)), batch)
+        return self.outputs_of(spec, self.raw_output(spec, model, batch), batch)
 
     def model_loss(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         return loss_of(model(**self.model_inputs(spec, model, batch), labels=batch["labels"]))

@@ -22,6 +22,7 @@ from harness.spec import ModelSpec
 
 class SequenceScoringAdapter(SequenceAdapter):
     task = "sequence-scoring"
+    convention = "forward(input_ids, attention_mask=None, labels=None) -> .logits (B,) scores in [0, 1], .loss"
     required_inputs = ("vocab_size", "max_length")
     per_token_outputs = False
     output_kind = "score"

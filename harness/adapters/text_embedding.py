@@ -22,6 +22,7 @@ __all__ = ["TextEmbeddingAdapter", "hidden_states_of", "mean_pool"]
 
 class TextEmbeddingAdapter(SequenceAdapter):
     task = "text-embedding"
+    convention = "forward(input_ids, attention_mask=None) -> .last_hidden_state (B, T, embedding_dim)"
     required_inputs = ("vocab_size", "max_length", "embedding_dim")
     per_token_outputs = False
     output_kind = "embedding"

@@ -18,6 +18,7 @@ from harness.spec import ModelSpec
 
 class TokenClassificationAdapter(SequenceAdapter):
     task = "token-classification"
+    convention = "forward(input_ids, attention_mask=None, labels=None) -> .logits (B, T, num_classes), .loss"
     required_inputs = ("vocab_size", "max_length", "num_classes")
     evaluation = "tokens"
 

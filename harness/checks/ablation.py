@@ -20,17 +20,53 @@ from harness.spec import ModelSpec
 
 
 def block_lists(model: nn.Module) -> dict[str, nn.ModuleList]:
-    """The outermost nn.ModuleLists whose modules all share one type: the transformer block stacks."""
-    found: dict[str, nn.ModuleList] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.ModuleList) or len(module) == 0:
-            continue
-        if len({type(child) for child in module}) != 1:
-            continue
-        if any(name.startswith(f"{outer}.") for outer in found):
-            continue
-        found[name] = module
-    return found
+    """Every nn.ModuleList whose modules all share one type (block stacks, and the stacks inside stages), outer first."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(child) for child in module}) == 1
+    }
+
+
+def _hidden_input(module: nn.Module, args: tuple, kwargs: dict) -> Any:
+    """The hidden states a block is called with: its first positional argument, else ``hidden_states``."""
+    return args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()), None))
+
+
+def _first_tensor(output: Any) -> Any:
+    return output[0] if isinstance(output, (tuple, list)) and output else output
+
+
+def removable_blocks(model: nn.Module, run: Callable[[], Any]) -> tuple[dict[str, nn.Module], list[str]]:
+    """The outermost blocks of :func:`block_lists` whose output has their input's shape (a residual block can be
+    removed; a stage that changes the width or resolution cannot), found by one recorded forward ``run``; and the
+    blocks kept because they change the shape (their inner stacks are searched instead)."""
+    candidates = {
+        f"{name}.{index}": block for name, blocks in block_lists(model).items() for index, block in enumerate(blocks)
+    }
+    preserves: dict[str, bool] = {}
+
+    def recorder(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            hidden, first = _hidden_input(module, args, kwargs), _first_tensor(output)
+            same = isinstance(hidden, torch.Tensor) and isinstance(first, torch.Tensor) and hidden.shape == first.shape
+            preserves[name] = preserves.get(name, True) and same
+
+        return hook
+
+    handles = [block.register_forward_hook(recorder(name), with_kwargs=True) for name, block in candidates.items()]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    removable: dict[str, nn.Module] = {}
+    for name, block in candidates.items():  # outer first: a removable block covers the stacks inside it
+        if preserves.get(name) and not any(name.startswith(f"{outer}.") for outer in removable):
+            removable[name] = block
+    kept = [name for name, same in preserves.items() if not same]
+    return removable, kept
 
 
 @contextmanager
@@ -38,7 +74,7 @@ def _skipped(block: nn.Module) -> Iterator[None]:
     """The block returns its input hidden states: its residual contribution is removed."""
 
     def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-        hidden = args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()), None))
+        hidden = _hidden_input(module, args, kwargs)
         if not isinstance(hidden, torch.Tensor):
             raise TypeError(f"cannot find the input hidden states of {type(module).__name__}")
         if isinstance(output, torch.Tensor):
@@ -66,27 +102,36 @@ def _effect_function(spec: ModelSpec, model: nn.Module, batch: Batch) -> tuple[s
 
 @register(2)
 def check_layer_ablation(spec: ModelSpec, model: nn.Module, *, options: CheckOptions) -> CheckResult:
-    """Removing any one block changes the loss measurably and leaves it finite (no dead block)."""
-    lists = block_lists(model)
-    if not lists:
-        reason = "the model has no nn.ModuleList of same-type blocks to ablate"
-        return skipped(spec, "layer_ablation", reason, seed=options.seed)
-    model.eval()
-    batch = fixed_batch(spec, options)
+    """Removing any one block changes the loss measurably and leaves it finite (no dead block).
+
+    The model runs in float64, so the small effect of a block of an untrained model (BART's encoder layers move
+    its loss by ~1e-7 through near-uniform cross-attention) is resolved and only a block whose removal changes
+    nothing at all is dead. Blocks that change the shape of their input (stages that downsample or widen) cannot
+    be removed; the stacks inside them are ablated instead.
+    """
+    model.eval().double()
+    batch = {
+        key: value.double() if value.is_floating_point() else value for key, value in fixed_batch(spec, options).items()
+    }
     metric, evaluate = _effect_function(spec, model, batch)
+    blocks, kept = removable_blocks(model, evaluate)
+    if not blocks:
+        reason = (
+            "the model has no nn.ModuleList of same-type blocks that keep their input's shape, so none can be removed"
+        )
+        return skipped(spec, "layer_ablation", reason, seed=options.seed)
     with torch.no_grad():
         reference = evaluate().double()
         effects: dict[str, float] = {}
-        for list_name, blocks in lists.items():
-            for index, block in enumerate(blocks):
-                with _skipped(block):
-                    ablated = evaluate().double()
-                if metric == "loss":  # signed change of the loss
-                    change = float(ablated - reference)
-                else:  # mean cosine distance of the outputs, in [0, 2]
-                    cosine = nn.functional.cosine_similarity(ablated.flatten(1), reference.flatten(1), dim=-1)
-                    change = float((1 - cosine).mean()) if torch.isfinite(ablated).all() else math.inf
-                effects[f"{list_name}.{index}"] = change
+        for name, block in blocks.items():
+            with _skipped(block):
+                ablated = evaluate().double()
+            if metric == "loss":  # signed change of the loss
+                change = float(ablated - reference)
+            else:  # mean cosine distance of the outputs, in [0, 2]
+                cosine = nn.functional.cosine_similarity(ablated.flatten(1), reference.flatten(1), dim=-1)
+                change = float((1 - cosine).mean()) if torch.isfinite(ablated).all() else math.inf
+            effects[name] = change
     scale = abs(float(reference)) if metric == "loss" else 1.0  # "everything": a relative change above the bound
     dead = [name for name, change in effects.items() if abs(change) <= options.behaviour.dead_tolerance]
     non_finite = [name for name, change in effects.items() if not math.isfinite(change)]
@@ -110,7 +155,7 @@ def check_layer_ablation(spec: ModelSpec, model: nn.Module, *, options: CheckOpt
         passed=not problems,
         measured=smallest,
         threshold=options.behaviour.dead_tolerance,
-        expected=f"every block's removal to change the {what} by more than {options.behaviour.dead_tolerance:g}, finitely",
+        expected=f"every block's removal to change the float64 {what} by more than {options.behaviour.dead_tolerance:g}, finitely",
         got="; ".join(problems) or f"{len(effects)} blocks ranked by effect: {changes}",
         hint="A dead block's output is multiplied by zero, detached from the residual stream or never used.",
         sample_size=batch_size_of(batch),
@@ -124,7 +169,9 @@ def check_layer_ablation(spec: ModelSpec, model: nn.Module, *, options: CheckOpt
             "dominant": dominant,
             "dominant_bound": options.behaviour.max_ablation_effect * scale,
             "warning_band_applied": spec.capabilities.pretrained,
-            "block_lists": list(lists),
+            "block_lists": sorted({name.rsplit(".", 1)[0] for name in blocks}),
+            "kept_shape_changing": kept,
+            "dtype": "float64",
         },
     )
     if result.status is Status.PASSED and dominant and spec.capabilities.pretrained:

@@ -10,8 +10,8 @@ from torch import nn
 
 from harness.adapters import adapter_for
 from harness.adapters.base import batch_size_of
-from harness.checks.base import CheckOptions, register, verdict
-from harness.checks.behaviour import needs_attentions, output_field, raw_forward
+from harness.checks.base import CheckOptions, register, skipped, verdict
+from harness.checks.behaviour import needs_attentions, output_field
 from harness.checks.inputs import seeded_generator
 from harness.result import CheckResult, Status
 from harness.spec import ModelSpec
@@ -40,24 +40,23 @@ ATTENTION_STREAMS: dict[str, AttentionStream] = {
 def check_attention_patterns(spec: ModelSpec, model: nn.Module, *, options: CheckOptions) -> CheckResult:
     """Attention rows sum to one and put no weight on masked padding keys nor, in causal models, on future keys."""
     adapter = adapter_for(spec)
-    tolerance = tolerance_for(torch.float32, "reference")
-    if not adapter.sequence:
-        raise TypeError(f"{spec.name}: returns_attentions is claimed for task {spec.task}, which has no sequence")
-    max_length = spec.inputs.max_length
-    amount = (
-        min(options.behaviour.padding_amount, max_length - spec.inputs.min_length)
-        if spec.capabilities.has_attention_mask
-        else 0
-    )
-    length = max(spec.inputs.min_length, min(options.length_for(spec), max_length - amount))
+    tolerance = tolerance_for(options.dtype, "reference")
+    kernel = _eager_attention(model)
+    if adapter.sequence:
+        max_length = spec.inputs.max_length
+        masked = spec.capabilities.has_attention_mask
+        amount = min(options.behaviour.padding_amount, max_length - spec.inputs.min_length) if masked else 0
+        length = max(spec.inputs.min_length, min(options.length_for(spec), max_length - amount))
+    else:  # images: every query and key is real, nothing is causal
+        amount, length = 0, options.length_for(spec)
     batch = adapter.make_batch(
-        spec, batch_size=options.batch_size, length=length, generator=seeded_generator(options.seed)
+        spec, batch_size=options.batch_size_for(spec), length=length, generator=seeded_generator(options.seed)
     )
     side = "left" if spec.capabilities.is_causal else "right"  # right pad keys are a causal query's future
     if amount:
         batch = adapter.pad(spec, batch, amount=amount, side=side)
     with torch.no_grad():
-        output = raw_forward(spec, model.eval(), batch, output_attentions=True)
+        output = adapter.raw_output(spec, model.eval(), batch, output_attentions=True)
     worst = {"row_sum_error": 0.0, "padding_weight": 0.0, "future_weight": 0.0}
     heads: dict[str, dict[str, float]] = {}
     found = []
@@ -77,10 +76,11 @@ def check_attention_patterns(spec: ModelSpec, model: nn.Module, *, options: Chec
             for head, values in enumerate(per_head):
                 heads[f"{name}.{index}.{head}"] = values
     if not found:
-        raise TypeError(
-            f"{spec.name}: forward(output_attentions=True) returned none of {', '.join(ATTENTION_STREAMS)} "
-            "although the spec claims returns_attentions"
-        )
+        returned = f"forward(output_attentions=True) returned none of {', '.join(ATTENTION_STREAMS)}"
+        if _kernel(model) not in (None, "eager"):  # a fused kernel the model cannot leave: it has no weights to show
+            reason = f"{returned}: its attention kernel {kernel!r} computes no weights and cannot be switched to eager"
+            return skipped(spec, "attention_patterns", reason, seed=options.seed)
+        raise TypeError(f"{spec.name}: {returned} although the spec claims returns_attentions")
     uniform = sum(values["entropy"] >= options.behaviour.near_uniform_entropy for values in heads.values())
     one_hot = sum(values["max_weight"] >= options.behaviour.near_one_hot_weight for values in heads.values())
     problems = [f"{key.replace('_', ' ')} {value:.3g}" for key, value in worst.items() if value > tolerance.atol]
@@ -102,6 +102,7 @@ def check_attention_patterns(spec: ModelSpec, model: nn.Module, *, options: Chec
         details={
             **worst,
             "streams": found,
+            "attention_kernel": _kernel(model) or "the model's own",
             "padding_amount": amount,
             "padding_side": side,
             "near_uniform_share": uniform / len(heads),
@@ -121,6 +122,24 @@ def check_attention_patterns(spec: ModelSpec, model: nn.Module, *, options: Chec
             hint="Trained heads that all attend uniformly (or all to one key) usually mean attention learned nothing.",
         )
     return result
+
+
+def _kernel(model: nn.Module) -> str | None:
+    """The attention kernel a ``transformers`` model runs (``config._attn_implementation``), None for other models."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
+
+
+def _eager_attention(model: nn.Module) -> str | None:
+    """Switch a ``transformers`` model (this check's private copy) to the eager attention kernel, the only one that
+    computes attention weights (``sdpa`` and flash kernels return none and only log a warning). Returns the kernel
+    the model was built with."""
+    kernel = _kernel(model)
+    if kernel not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("eager")
+        except (ValueError, ImportError):  # a model without an eager path keeps its own kernel
+            pass
+    return kernel
 
 
 def _attention_measures(

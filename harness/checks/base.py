@@ -8,15 +8,21 @@ scikit-learn's ``_yield_all_checks`` does, with a reason for each one that does 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import inspect
+import math
+import os
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from harness.checks.options import BehaviourOptions, MonitoringCheckOptions, NumericsOptions, TrainingCheckOptions
 from harness.result import CheckResult, Status
 from harness.spec import ModelSpec
+from harness.tolerances import UnsupportedPrecision
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -33,6 +39,8 @@ class CheckOptions:
     num_batches: int = 3  # batches back-propagated by the gradient-flow check
     repeats: int = 3  # repeated eval forwards in the determinism check (at least 3)
     artifacts_dir: str | None = None  # where exports are written (None: a temporary folder)
+    device: str = "cpu"  # where the model runs (harness.placement: --harness-device)
+    dtype: str = "float32"  # the model's floating dtype; every tolerance is this dtype's row (--harness-dtype)
     max_int8_excess_error: float = 2.0  # int8 export: RMS error at most this many times what int8 explains
     max_int8_accuracy_drop: float = 0.02  # int8 export: 95% lower bound of the real-input accuracy drop
     min_int8_cosine: float = 0.95  # int8 export of an embedding model: lowest cosine to eager on real text
@@ -70,6 +78,10 @@ class CheckOptions:
         """The fixed-batch length for a spec: ``length`` within the spec's bounds."""
         high = spec.inputs.max_length or 1
         return max(spec.inputs.min_length, min(self.length, high))
+
+    def batch_size_for(self, spec: ModelSpec) -> int:
+        """The fixed-batch size for a spec: ``batch_size``, at most the spec's ``max_batch_size``."""
+        return min(self.batch_size, spec.inputs.max_batch_size)
 
 
 SEED_HEADROOM = 10_000  # checks add offsets up to this to the seed
@@ -109,8 +121,10 @@ class Check:
 
     @property
     def rule(self) -> str:
-        """The first line of the check function's docstring."""
-        return (self.function.__doc__ or self.name).strip().splitlines()[0].rstrip(".")
+        """The first paragraph of the check function's docstring, joined into one line: a whole sentence, never one
+        cut at a line break."""
+        paragraph = (self.function.__doc__ or self.name).strip().split("\n\n")[0]
+        return " ".join(line.strip() for line in paragraph.splitlines()).rstrip(".")
 
 
 CHECKS: dict[str, Check] = {}
@@ -160,32 +174,163 @@ def applicable_checks(spec: ModelSpec, tiers: tuple[int, ...] = (1,)) -> Iterato
             yield check, check.not_applicable_because(spec)
 
 
+@dataclass
+class Progress:
+    """What a running check has established so far: the step it is in, the facts it measured, the input shapes
+    the model under test was called with. A crash reports all three (:func:`run_check`)."""
+
+    step: str = "setting up"  # the step running now, in words ("backward of batch 2")
+    established: dict[str, Any] = field(default_factory=dict)  # facts measured before any later step raised
+    shapes: set[tuple[int, ...]] = field(default_factory=set)  # shapes of the first tensor of every model call
+    model: Any = None  # the model under test (run_check's private copy), which carries the recording hook
+    hook: Any = None  # the handle of its shape-recording forward pre-hook
+
+    def at(self, step: str) -> None:
+        """Enter ``step``."""
+        self.step = step
+
+    def establish(self, **facts: Any) -> None:
+        """Record facts the check has measured (JSON-ready values); a later crash reports them."""
+        self.established.update(facts)
+
+
+_PROGRESS: contextvars.ContextVar[Progress | None] = contextvars.ContextVar("harness_check_progress", default=None)
+
+
+def progress() -> Progress:
+    """The running check's :class:`Progress` (a throwaway one when a check function is called directly)."""
+    return _PROGRESS.get() or Progress()
+
+
+def _record_shapes(record: Progress) -> Callable[..., None]:
+    """A forward pre-hook recording the shape of the first tensor argument of every call, outside tracing."""
+    import torch
+
+    def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return
+        first = next((v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)), None)
+        if first is not None and type(first) is torch.Tensor:  # not a fake or functional tensor of an export
+            record.shapes.add(tuple(int(d) for d in first.shape))
+
+    return hook
+
+
+def _user_files(spec: ModelSpec, model: Any) -> set[str]:
+    """Source files of the user's code: the model's module classes (torch's own excepted), the spec's build,
+    memory, recipe, intervention and metric pieces. A traceback through one of them means the model (or its
+    pieces) raised."""
+    import torch
+
+    harness_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    library_dirs = (os.path.dirname(os.path.abspath(torch.__file__)), harness_dir)
+    objects: list[Any] = [type(module) for module in model.modules()] + [spec.build, spec.memory]
+    for pieces in (spec.recipe, spec.intervention):
+        if pieces is not None:
+            objects += [getattr(pieces, name) for name in vars(pieces) if callable(getattr(pieces, name))]
+    objects += list(spec.metrics.values())
+    files = set()
+    for item in objects:
+        target = getattr(item, "func", item)  # functools.partial
+        try:
+            path = inspect.getsourcefile(
+                target if inspect.isclass(target) or inspect.isfunction(target) else type(target)
+            )
+        except TypeError:
+            continue
+        if path and not os.path.abspath(path).startswith(library_dirs):
+            files.add(os.path.abspath(path))
+    return files
+
+
+def raised_by(error: BaseException, user_files: set[str]) -> str:
+    """``"model"`` when the traceback passes through the user's code (``user_files``), else ``"harness"``."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return "model" if any(os.path.abspath(frame.filename) in user_files for frame in frames) else "harness"
+
+
+ORIGIN_TEXT = {"model": "the model (or the spec's own pieces)", "harness": "the harness's own code"}
+ORIGIN_HINT = {
+    "model": "The model raised while the check ran it; the traceback is in details.",
+    "harness": "The exception came from the harness, not from the model: a harness bug, or a model output the "
+    "harness cannot handle; the traceback is in details.",
+}
+
+
+@contextlib.contextmanager
+def shapes_unrecorded() -> Iterator[None]:
+    """The running check's model without its shape-recording hook, for ``torch.jit.script`` (which compiles
+    every hook of the module it scripts, and cannot compile this one)."""
+    record = progress()
+    if record.hook is None:
+        yield
+        return
+    record.hook.remove()
+    try:
+        yield
+    finally:
+        record.hook = _recording(record)
+
+
+def _recording(record: Progress) -> Any:
+    """Attach the shape-recording hook to ``record.model``; its handle."""
+    return record.model.register_forward_pre_hook(_record_shapes(record), with_kwargs=True)
+
+
 def run_check(check: Check, spec: ModelSpec, model: torch.nn.Module, options: CheckOptions) -> CheckResult:
-    """Run one check on a private copy of the model; a crash becomes a failed result, not an error."""
+    """Run one check on a private copy of the model; a crash becomes a failed result, not an error.
+
+    The result records the input shapes the model was called with (``details["input_shapes"]``). A crash
+    reports the step that raised, whether the model or the harness raised, and what the check had established."""
     import copy
 
     reason = check.not_applicable_because(spec)
     if reason:
         return skipped(spec, check.name, reason, seed=options.seed)
     started = time.perf_counter()
+    private = copy.deepcopy(model)
+    record = Progress(model=private)
+    record.hook = _recording(record)
+    token = _PROGRESS.set(record)
     try:
-        result = check.function(spec, copy.deepcopy(model), options=options)
+        result = check.function(spec, private, options=options)
+    except UnsupportedPrecision as error:  # the check is not defined in this dtype: nothing to judge
+        result = skipped(spec, check.name, str(error), seed=options.seed)
     except Exception as error:  # noqa: BLE001 - a model that crashes fails the check
-        frames = traceback.extract_tb(error.__traceback__)
-        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-        result = CheckResult(
-            check.name,
-            spec.name,
-            check.tier,
-            Status.FAILED,
-            check.rule,
-            seed=options.seed,
-            expected="the check to run",
-            got=f"{type(error).__name__}: {error} (at {where})",
-            hint="The model raised while the check ran it; the traceback is in details.",
-            details={"traceback": traceback.format_exc(limit=8)},
-        )
-    return replace(result, details={**result.details, "duration_s": round(time.perf_counter() - started, 4)})
+        result = _crashed(check, spec, private, options, record, error)
+    finally:
+        record.hook.remove()
+        _PROGRESS.reset(token)
+    shapes = ["x".join(map(str, shape)) for shape in sorted(record.shapes)]
+    details = {**result.details, "input_shapes": shapes, "duration_s": round(time.perf_counter() - started, 4)}
+    return replace(result, details=details)
+
+
+def _crashed(
+    check: Check, spec: ModelSpec, model: Any, options: CheckOptions, record: Progress, error: Exception
+) -> CheckResult:
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    origin = raised_by(error, _user_files(spec, model))
+    established = "; ".join(f"{key}: {value}" for key, value in record.established.items())
+    return CheckResult(
+        check.name,
+        spec.name,
+        check.tier,
+        Status.FAILED,
+        check.rule,
+        seed=options.seed,
+        expected="the check to run",
+        got=f"{type(error).__name__}: {error} (at {where}), raised by {ORIGIN_TEXT[origin]} during step "
+        f"'{record.step}'" + (f"; established before it raised: {established}" if established else ""),
+        hint=ORIGIN_HINT[origin],
+        details={
+            "traceback": traceback.format_exc(limit=8),
+            "raised_by": origin,
+            "step": record.step,
+            "established": dict(record.established),
+        },
+    )
 
 
 def skipped(spec: ModelSpec, check: str, reason: str, *, seed: int) -> CheckResult:
@@ -209,10 +354,17 @@ def verdict(
     tolerance: dict[str, float] | None = None,
     details: dict[str, Any] | None = None,
 ) -> CheckResult:
-    """A passed or failed CheckResult of the registered check ``check``, with the numbers behind it."""
+    """A passed or failed CheckResult of the registered check ``check``, with the numbers behind it.
+
+    A non-finite ``measured`` value never passes (every comparison with NaN is false, so a rule written as
+    ``not value > bound`` would pass it): the result fails and says so; the check's ``got`` says where it arose."""
     registered = CHECKS[check]
     if tolerance is not None and set(tolerance) != {"rtol", "atol"}:  # the report schema's tolerance shape
         raise ValueError(f"{check}: a tolerance names exactly rtol and atol, got {sorted(tolerance)}")
+    if measured is not None and not math.isfinite(measured):
+        passed = False
+        if "non-finite" not in got and "NaN" not in got and "Inf" not in got:
+            got = f"a non-finite measured value ({measured}); {got}"
     return CheckResult(
         check=check,
         model=spec.name,
@@ -229,3 +381,42 @@ def verdict(
         hint=hint,
         details=details or {},
     )
+
+
+def non_finite(label: str, value: Any) -> str | None:
+    """Where a tensor (or number) holds NaN or Inf, in words (``"2 NaN, 0 Inf in one-at-a-time outputs, first at
+    index (1, 0, 3)"``), or None when every element is finite."""
+    import torch
+
+    tensor = torch.as_tensor(value).detach()
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        return None
+    bad = ~torch.isfinite(tensor)
+    if not bool(bad.any()):
+        return None
+    first = tuple(int(i) for i in bad.nonzero()[0]) if tensor.dim() else ()
+    nans = int(torch.isnan(tensor).sum())
+    return f"{nans} NaN, {int(bad.sum()) - nans} Inf in {label}" + (f", first at index {first}" if first else "")
+
+
+def first_non_finite(**tensors: Any) -> str | None:
+    """:func:`non_finite` of the first of several tensors that holds NaN or Inf, named by their keyword (underscores
+    read as spaces), or None when all are finite."""
+    return next(
+        (where for label, value in tensors.items() if (where := non_finite(label.replace("_", " "), value))), None
+    )
+
+
+def worst_item(values: Mapping[str, float]) -> tuple[str, float]:
+    """The key and value of the largest value, NaN counting as the largest of all (``max`` would skip it)."""
+    return max(values.items(), key=lambda item: math.inf if math.isnan(item[1]) else item[1])
+
+
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    """Run a block as the running check's step ``name`` (a crash inside it names the step)."""
+    record = progress()
+    previous = record.step
+    record.at(name)
+    yield
+    record.at(previous)

@@ -30,6 +30,7 @@ class FuzzOutcome(Generic[T]):
     worst: float  # the largest value any example measured
     failing_example: T | None  # the minimal failing example, if any
     failure: str | None  # what went wrong on it
+    raised: bool = False  # the body raised an exception (a crash), not a Violation of the rule
 
     @property
     def passed(self) -> bool:
@@ -56,7 +57,7 @@ def fuzz(
         except BaseException as error:
             error.harness_example = value  # Hypothesis re-raises this error after shrinking to it
             raise
-        state["worst"] = max(state["worst"], measured)
+        state["worst"] = max(state["worst"], measured) if measured == measured else float("inf")  # NaN: the worst
 
     test = given(strategy)(property_body)
     for value in reversed(explicit):
@@ -72,11 +73,13 @@ def fuzz(
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
         cause = error.exceptions[0] if isinstance(error, BaseExceptionGroup) else error
-        if isinstance(cause, Violation):
+        raised = not isinstance(cause, Violation)
+        if raised:
+            state["worst"] = float("inf")
+            failure = f"{type(cause).__name__}: {cause} (raised on example {getattr(cause, 'harness_example', '?')!r})"
+        else:
             state["worst"] = max(state["worst"], cause.measured)
             failure = str(cause)
-        else:
-            state["worst"] = float("inf")
-            failure = f"{type(cause).__name__}: {cause}"
-        return FuzzOutcome(state["examples"], state["worst"], getattr(cause, "harness_example", None), failure)
+        failing = getattr(cause, "harness_example", None)
+        return FuzzOutcome(state["examples"], state["worst"], failing, failure, raised)
     return FuzzOutcome(state["examples"], state["worst"], None, None)

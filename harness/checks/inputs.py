@@ -24,10 +24,10 @@ def fixed_batch(
     seed_offset: int = 0,
 ) -> Batch:
     """The adapter's random batch of ``batch_size`` (default ``options.batch_size``) rows of ``length`` (default
-    ``options.length_for(spec)``), drawn with seed ``options.seed + seed_offset``."""
+    ``options.length_for(spec)``), drawn with seed ``options.seed + seed_offset``; never more rows than the spec's
+    ``max_batch_size`` nor tokens than its ``max_length`` (the input space is a hard limit)."""
+    rows = min(batch_size or options.batch_size, spec.inputs.max_batch_size)
+    tokens = min(length or options.length_for(spec), spec.inputs.max_length or options.length_for(spec))
     return adapter_for(spec).make_batch(
-        spec,
-        batch_size=batch_size or options.batch_size,
-        length=length or options.length_for(spec),
-        generator=seeded_generator(options.seed + seed_offset),
+        spec, batch_size=rows, length=tokens, generator=seeded_generator(options.seed + seed_offset)
     )

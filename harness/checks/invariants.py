@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import tempfile
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from harness.adapters import adapter_for
 from harness.adapters.base import Batch, batch_size_of, select_rows
 from harness.checks.base import (
     CheckOptions,
-    needs_attention_mask,
+    first_non_finite,
     needs_fresh_weights,
     needs_sequence,
     needs_training,
+    progress,
     register,
+    step,
     verdict,
 )
 from harness.checks.fuzz import Violation, fuzz
@@ -83,16 +86,20 @@ def check_output_shapes(spec: ModelSpec, model: torch.nn.Module, *, options: Che
 @register(1)
 def check_batch_independence(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
     """Row i's output does not change when the other rows of its batch are replaced."""
-    tolerance = tolerance_for(torch.float32, "eager")
+    tolerance = tolerance_for(options.dtype, "eager")
     batch = fixed_batch(spec, options)
     reference = _outputs(spec, model, batch)
     worst, worst_row = None, 0
+    where = first_non_finite(reference_outputs=reference)
     for row in range(batch_size_of(batch)):
         others = fixed_batch(spec, options, seed_offset=1000 + row)
         mixed = {key: others[key].clone() for key in others}
         for key in mixed:
             mixed[key][row] = batch[key][row]
-        comparison = compare(_outputs(spec, model, mixed)[row], reference[row], tolerance)
+        with step(f"forward of the batch with row {row} among other rows"):
+            got = _outputs(spec, model, mixed)[row]
+        where = where or first_non_finite(**{f"row_{row}_among_other_rows": got})
+        comparison = compare(got, reference[row], tolerance)
         if worst is None or comparison.worst_excess > worst.worst_excess:
             worst, worst_row = comparison, row
     return verdict(
@@ -103,7 +110,7 @@ def check_batch_independence(spec: ModelSpec, model: torch.nn.Module, *, options
         threshold=tolerance.atol,
         tolerance=tolerance.as_dict(),
         expected=f"max |difference| within atol={tolerance.atol:g} + rtol={tolerance.rtol:g}*|ref|",
-        got=f"max |difference| {worst.max_abs:.3g} at row {worst_row}",
+        got=f"max |difference| {worst.max_abs:.3g} at row {worst_row}" + (f" ({where})" if where else ""),
         hint="Something mixes rows: normalisation or statistics over the batch dimension, or a batch-wide reduction.",
         sample_size=batch_size_of(batch),
         seed=options.seed,
@@ -114,11 +121,13 @@ def check_batch_independence(spec: ModelSpec, model: torch.nn.Module, *, options
 @register(1)
 def check_batch_size_invariance(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
     """A batch's outputs equal its rows run one at a time."""
-    tolerance = tolerance_for(torch.float32, "eager")
+    tolerance = tolerance_for(options.dtype, "eager")
     batch = fixed_batch(spec, options)
     together = _outputs(spec, model, batch)
-    alone = torch.cat([_outputs(spec, model, select_rows(batch, [row])) for row in range(batch_size_of(batch))])
+    with step("one-at-a-time forwards"):
+        alone = torch.cat([_outputs(spec, model, select_rows(batch, [row])) for row in range(batch_size_of(batch))])
     comparison = compare(together, alone, tolerance)
+    where = first_non_finite(batched_outputs=together, one_at_a_time_outputs=alone)
     return verdict(
         spec,
         "batch_size_invariance",
@@ -127,7 +136,8 @@ def check_batch_size_invariance(spec: ModelSpec, model: torch.nn.Module, *, opti
         threshold=tolerance.atol,
         tolerance=tolerance.as_dict(),
         expected=f"max |batched - one-at-a-time| within atol={tolerance.atol:g} + rtol={tolerance.rtol:g}*|ref|",
-        got=f"max |difference| {comparison.max_abs:.3g}, {comparison.fraction_within:.1%} of elements within",
+        got=f"max |difference| {comparison.max_abs:.3g}, {comparison.fraction_within:.1%} of elements within"
+        + (f" ({where})" if where else ""),
         hint="The output depends on the batch size: a division by the batch size, or a shape taken from the batch.",
         sample_size=batch_size_of(batch),
         seed=options.seed,
@@ -135,12 +145,27 @@ def check_batch_size_invariance(spec: ModelSpec, model: torch.nn.Module, *, opti
     )
 
 
-@register(1, needs_sequence, needs_attention_mask)
+def padded_batches(spec: ModelSpec) -> bool:
+    """Whether the model is run on padded batches: the spec's claim, by default yes for every sequence task."""
+    claim = spec.capabilities.padded_batches
+    return adapter_for(spec).sequence if claim is None else claim
+
+
+@register(1, needs_sequence)
 def check_padding_invariance(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
-    """Masked padding (right, and left for causal models) leaves the outputs at real tokens unchanged."""
+    """Padding leaves the outputs at real tokens unchanged for a model used on padded batches (masked right padding, and left padding of a causal stream; unmasked right padding for a model without an attention mask).
+
+    A model the spec says is never run on padded batches (``Capabilities.padded_batches=False``) is measured all
+    the same: the row reports how far padding moves it, and passes."""
     adapter = adapter_for(spec)
-    tolerance = tolerance_for(torch.float32, "eager")
-    sides = ("right", "left") if spec.capabilities.is_causal else ("right",)
+    tolerance = tolerance_for(options.dtype, "eager")
+    masked = spec.capabilities.has_attention_mask
+    # left padding shifts positions unless a mask says where the real tokens are, and it only has to leave a causal
+    # stream's outputs alone when the padded stream is that stream (a seq2seq decoder's claim says nothing of its encoder)
+    left = masked and spec.capabilities.is_causal and adapter.causal_key == "input_ids"
+    sides = ("right", "left") if left else ("right",)
+    judged = padded_batches(spec)
+    unjudged: list[str] = []  # non-finite outputs of a model never run on padded batches: reported, not judged
 
     def body(case: tuple[PaddingLayout, int]) -> float:
         layout, seed = case
@@ -148,11 +173,21 @@ def check_padding_invariance(spec: ModelSpec, model: torch.nn.Module, *, options
             spec, batch_size=layout.batch_size, length=layout.length, generator=seeded_generator(seed)
         )
         padded = adapter.pad(spec, batch, amount=layout.amount, side=layout.side)
-        real = adapter.real_outputs(
-            _outputs(spec, model, padded), amount=layout.amount, side=layout.side, length=layout.length
-        )
-        comparison = compare(real, _outputs(spec, model, batch), tolerance)
-        if not comparison.within:
+        with step(f"forward of {layout.batch_size}x{layout.length} rows with {layout.amount} {layout.side} pad tokens"):
+            real = adapter.real_outputs(
+                _outputs(spec, model, padded), amount=layout.amount, side=layout.side, length=layout.length
+            )
+        with step(f"forward of the same {layout.batch_size}x{layout.length} rows unpadded"):
+            unpadded = _outputs(spec, model, batch)
+        where = first_non_finite(padded_outputs_at_real_tokens=real, unpadded_outputs=unpadded)
+        if where and not judged:
+            unjudged.append(where)
+            return 0.0
+        if where:
+            raise Violation(math.inf, f"{layout.amount} {layout.side} pad tokens on a {layout.batch_size}x"
+                            f"{layout.length} batch: {where}")  # fmt: skip
+        comparison = compare(real, unpadded, tolerance)
+        if not comparison.within and judged:
             raise Violation(
                 comparison.max_abs,
                 f"{layout.amount} {layout.side} pad tokens on a {layout.batch_size}x{layout.length} batch moved "
@@ -163,7 +198,19 @@ def check_padding_invariance(spec: ModelSpec, model: torch.nn.Module, *, options
     max_length = spec.inputs.max_length
     shortest = spec.inputs.min_length
     explicit = [(PaddingLayout(2, shortest, max_length - shortest, side), options.seed) for side in sides]
-    outcome = fuzz(st.tuples(padding_layouts(spec, sides=sides), SEEDS), body, explicit=explicit)
+    strategy = padding_layouts(spec, sides=sides, max_size=min(4, spec.inputs.max_batch_size))
+    outcome = fuzz(st.tuples(strategy, SEEDS), body, explicit=explicit)
+    kind = "masked" if masked else "unmasked (the model declares no attention mask)"
+    if not judged:
+        use = "not judged: the spec says the model is never run on padded batches"
+    else:
+        use = "the model is run on padded batches"
+    hint = (
+        "The attention mask is ignored somewhere, or positions are not derived from it (left padding)."
+        if masked
+        else "Padding reaches the real tokens' outputs and the model takes no attention mask: add one (and declare "
+        "has_attention_mask), or declare Capabilities(padded_batches=False) if it is never run on padded batches."
+    )
     return verdict(
         spec,
         "padding_invariance",
@@ -171,13 +218,18 @@ def check_padding_invariance(spec: ModelSpec, model: torch.nn.Module, *, options
         measured=outcome.worst,
         threshold=tolerance.atol,
         tolerance=tolerance.as_dict(),
-        expected=f"real-token outputs within atol={tolerance.atol:g} + rtol={tolerance.rtol:g}*|ref| ({'/'.join(sides)} padding)",
-        got=outcome.failure or f"max |difference| {outcome.worst:.3g} over {outcome.examples} padding layouts",
-        hint="The attention mask is ignored somewhere, or positions are not derived from it (left padding).",
+        expected=f"real-token outputs within atol={tolerance.atol:g} + rtol={tolerance.rtol:g}*|ref| ({kind} "
+        f"{'/'.join(sides)} padding; {use})",
+        got=outcome.failure
+        or f"max |difference| {outcome.worst:.3g} over {outcome.examples} padding layouts"
+        + (f" ({unjudged[0]})" if unjudged else ""),
+        hint=hint,
         sample_size=outcome.examples,
         seed=options.seed,
         details={
             "sides": list(sides),
+            "masked": masked,
+            "padded_batches": judged,
             "failing_example": repr(outcome.failing_example) if outcome.failing_example else None,
         },
     )
@@ -192,13 +244,16 @@ def _first_output(adapter, outputs: torch.Tensor) -> torch.Tensor:
 def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
     """A causal stream's later tokens never move earlier outputs; a bidirectional stream's last token moves the first output."""
     adapter = adapter_for(spec)
-    tolerance = tolerance_for(torch.float32, "eager")
+    tolerance = tolerance_for(options.dtype, "eager")
     max_length = spec.inputs.max_length
     if max_length < 2:
         raise ValueError(f"causality needs max_length >= 2, the spec has {max_length}")
 
     def edited_pair(key: str, length: int, changed: int, seed: int) -> tuple[Batch, Batch]:
         batch = adapter.make_batch(spec, batch_size=2, length=length, generator=seeded_generator(seed))
+        if key == "labels":  # no pad id in a label stream: its last token stays its last real one (see below)
+            pad = spec.inputs.pad_id
+            batch[key] = batch[key].masked_fill(batch[key] == pad, (pad + 1) % spec.inputs.vocab_size)
         edited = {name: value.clone() for name, value in batch.items()}
         edited[key][:, changed] = (batch[key][:, changed] + 1) % spec.inputs.vocab_size
         return batch, edited
@@ -206,25 +261,59 @@ def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOp
     measured: dict[str, float] = {}
     problems: list[str] = []
     sample = 0
+    with step("two identical forwards (determinism probe)"):
+        probe, _ = edited_pair(adapter.causal_key if spec.capabilities.is_causal else "input_ids", max_length, 1,
+                               options.seed)  # fmt: skip
+        first, second = _outputs(spec, model, probe), _outputs(spec, model, probe)
+    where = first_non_finite(outputs_of_the_probe_batch=first)
+    if where or not torch.equal(first, second):
+        noise = float((first.double() - second.double()).nan_to_num(nan=0.0).abs().max())
+        return verdict(
+            spec,
+            "causality",
+            passed=False,
+            measured=None,
+            threshold=tolerance.atol,
+            tolerance=tolerance.as_dict(),
+            expected="finite, deterministic eval outputs, without which causality cannot be judged",
+            got=f"{where} (causality not judged)"
+            if where
+            else f"two identical eval forwards differ by {noise:.3g} (nondeterministic: causality not judged)",
+            hint="Make eval forwards deterministic first (see eval_determinism): dropout or sampling in eval mode.",
+            sample_size=2,
+            seed=options.seed,
+            details={"claimed_causal": spec.capabilities.is_causal, "nondeterminism": noise},
+        )
     if spec.capabilities.is_causal:
         key = adapter.causal_key
 
         shift = adapter.causal_shift  # seq2seq: label c is decoder input c+1, so outputs <= c must hold
 
+        # a decoder may take its start token from the last label (mBART's shift_tokens_right wraps it round to
+        # position 0), so a label stream keeps its last token: changing it is no leak of the architecture
+        spare = 1 if key == "labels" else 0
+        shortest = max(2 + spare, spec.inputs.min_length)
+        if max_length < shortest:
+            raise ValueError(f"causality of {key} needs max_length >= {shortest}, the spec has {max_length}")
+
         @st.composite
         def edits(draw: st.DrawFn) -> tuple[int, int, int]:
-            length = draw(st.integers(max(2, spec.inputs.min_length), max_length))
-            changed = draw(st.integers(1, length - 1))  # the token that changes
+            length = draw(st.integers(shortest, max_length))
+            changed = draw(st.integers(1, length - 1 - spare))  # the token that changes
             return length, changed, draw(SEEDS)
 
         def body(case: tuple[int, int, int]) -> float:
             length, changed, seed = case
             batch, edited = edited_pair(key, length, changed, seed)
             past = slice(0, changed + shift)  # every output the changed token must not reach
-            comparison = compare(
-                _outputs(spec, model, edited)[:, past], _outputs(spec, model, batch)[:, past], tolerance
-            )
+            with step(f"forwards of a {length}-token batch and of it with token {changed} changed"):
+                after, before = _outputs(spec, model, edited)[:, past], _outputs(spec, model, batch)[:, past]
+            where = first_non_finite(outputs_with_the_token_changed=after, outputs_of_the_original=before)
+            if where:
+                raise Violation(math.inf, f"changing {key} token {changed} of {length}: {where} (not judged)")
+            comparison = compare(after, before, tolerance)
             if not comparison.within:
+                leaks.append(changed)
                 raise Violation(
                     comparison.max_abs,
                     f"changing {key} token {changed} of {length} moved outputs at positions <= {changed + shift - 1} "
@@ -232,18 +321,23 @@ def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOp
                 )
             return comparison.max_abs
 
+        leaks: list[int] = []  # changed positions whose change reached earlier outputs
         outcome = fuzz(
-            edits(), body, explicit=[(max_length, 1, options.seed), (max_length, max_length - 1, options.seed)]
+            edits(), body, explicit=[(max_length, 1, options.seed), (max_length, max_length - 1 - spare, options.seed)]
         )
         measured["future_leak"] = outcome.worst
         sample += outcome.examples
-        if not outcome.passed:
-            problems.append(f"{outcome.failure} (future leakage: the causal mask is missing or wrong)")
+        if outcome.raised:
+            problems.append(f"{outcome.failure} (the forward raised: causality not judged)")
+        elif not outcome.passed:
+            problems.append(
+                outcome.failure + (" (future leakage: the causal mask is missing or wrong)" if leaks else "")
+            )
     bidirectional_key = adapter.bidirectional_key or (None if spec.capabilities.is_causal else "input_ids")
     if bidirectional_key:
         # "moved" means beyond ulp-level noise: a causal model leaves the first output bitwise equal, while a
         # small bidirectional model may move it by less than the eager tolerance (6e-5 was seen)
-        noise = tolerance_for(torch.float32, "serialized")
+        noise = tolerance_for(torch.float32, "serialized")  # in any dtype: a causal first output is bitwise equal
         batch, edited = edited_pair(bidirectional_key, max_length, max_length - 1, options.seed)
         with torch.no_grad():
             moved = adapter.bidirectional_outputs(spec, model.eval(), edited)
@@ -251,7 +345,10 @@ def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOp
         sensitivity = compare(_first_output(adapter, moved), _first_output(adapter, still), noise)
         measured["first_output_sensitivity"] = sensitivity.max_abs
         sample += 2
-        if sensitivity.within:
+        where = first_non_finite(outputs_with_the_last_token_changed=moved, outputs_of_the_original=still)
+        if where:  # NaN is "infinitely far", which must not read as "the last token reached the first output"
+            problems.append(f"{where} (bidirectionality not judged)")
+        elif sensitivity.within:
             problems.append(
                 f"changing the last {bidirectional_key} token moved the first output by only {sensitivity.max_abs:.3g} "
                 f"(<= {noise.atol:g}: claimed bidirectional, behaves causally)"
@@ -280,28 +377,68 @@ def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOp
     )
 
 
-@register(1, needs_training)
-def check_gradient_flow(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
-    """Every parameter is trainable (unless declared frozen) and after backward on a few batches has a finite, not-all-zero gradient."""
-    adapter = adapter_for(spec)
-    model.train()
-    model.zero_grad(set_to_none=True)
-    batches = [fixed_batch(spec, options, seed_offset=step) for step in range(options.num_batches)]
-    for batch in batches:
-        adapter.model_loss(spec, model, batch).backward()
-    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    problems: dict[str, str] = {
-        name: "requires_grad is False (frozen at build; declare it in InitSpec.frozen_ok if intended)"
-        for name, p in model.named_parameters()
-        if not p.requires_grad and not any(fnmatch.fnmatch(name, pattern) for pattern in spec.init.frozen_ok)
-    }
+def _gradient_problems(trainable: list[tuple[str, torch.nn.Parameter]]) -> dict[str, str]:
+    problems = {}
     for name, parameter in trainable:
         if parameter.grad is None:
             problems[name] = "no gradient"
         elif not torch.isfinite(parameter.grad).all():
-            problems[name] = "non-finite gradient"
+            problems[name] = f"non-finite gradient ({first_non_finite(gradient=parameter.grad)})"
         elif not parameter.grad.any():
             problems[name] = "all-zero gradient"
+    return problems
+
+
+def _frozen_problems(spec: ModelSpec, model: torch.nn.Module) -> dict[str, str]:
+    """Parameters built with requires_grad=False that the spec does not declare frozen (InitSpec.frozen_ok), unless
+    another seed builds them bitwise equal: a table computed from the configuration (sinusoidal positions), not
+    learned, is frozen by design."""
+    frozen = [name for name, p in model.named_parameters()
+              if not p.requires_grad and not any(fnmatch.fnmatch(name, pattern) for pattern in spec.init.frozen_ok)]  # fmt: skip
+    if not frozen:
+        return {}
+    other = dict(spec.build_model(seed=spec.seed + 1).named_parameters())
+    named = dict(model.named_parameters())
+    return {
+        name: "requires_grad is False (frozen at build; declare it in InitSpec.frozen_ok if intended)"
+        for name in frozen
+        if name not in other or not torch.equal(other[name].detach(), named[name].detach())
+    }
+
+
+@register(1, needs_training)
+def check_gradient_flow(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
+    """Every parameter is trainable (unless declared frozen) and receives a finite, not-all-zero gradient from the first backward (further batches, and one optimizer step for a zero-initialised branch, only clear all-zero ones)."""
+    adapter = adapter_for(spec)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    problems = _frozen_problems(spec, model)
+    with step("forward and backward of batch 1"):
+        adapter.model_loss(spec, model, fixed_batch(spec, options)).backward()
+    dead = _gradient_problems(trainable)
+    progress().establish(dead_after_first_backward=dict(dead))  # reported even if a later step raises
+    passes = 1
+    for index in range(1, options.num_batches):  # more batches may reach a parameter batch 1 did not
+        if not any(why in ("all-zero gradient", "no gradient") for why in dead.values()):
+            break
+        with step(f"forward and backward of batch {index + 1}"):
+            adapter.model_loss(spec, model, fixed_batch(spec, options, seed_offset=index)).backward()
+        passes += 1
+        dead = {name: why for name, why in _gradient_problems(trainable).items() if name in dead}
+    zeros = [name for name, why in dead.items() if why == "all-zero gradient"]
+    if zeros:  # a zero-initialised branch passes no gradient to its inside until its zero weight has moved
+        with step("one optimizer step, then forward and backward of batch 1 (zero-initialised branches)"):
+            with torch.no_grad():
+                for _, parameter in trainable:
+                    if parameter.grad is not None and torch.isfinite(parameter.grad).all():
+                        parameter -= 1e-2 * parameter.grad.sign()
+            model.zero_grad(set_to_none=True)
+            adapter.model_loss(spec, model, fixed_batch(spec, options)).backward()
+        passes += 1
+        revived = {name for name, why in _gradient_problems(trainable).items() if why == "all-zero gradient"}
+        dead = {name: why for name, why in dead.items() if why != "all-zero gradient" or name in revived}
+    problems |= dead
     listed = ", ".join(f"{name} ({why})" for name, why in list(problems.items())[:5])
     more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
     return verdict(
@@ -313,9 +450,9 @@ def check_gradient_flow(spec: ModelSpec, model: torch.nn.Module, *, options: Che
         expected=f"0 dead parameters among {len(trainable)} trainable",
         got=f"{len(problems)} dead: {listed}{more}" if problems else f"all {len(trainable)} receive gradient",
         hint="A dead parameter is detached (.detach(), torch.no_grad, .data), unused in forward, or its gradient overflowed.",
-        sample_size=len(batches),
+        sample_size=passes,
         seed=options.seed,
-        details={"dead_parameters": problems, "trainable_parameters": len(trainable)},
+        details={"dead_parameters": problems, "trainable_parameters": len(trainable), "backward_passes": passes},
     )
 
 
@@ -405,9 +542,34 @@ def _norm_parameters(model: torch.nn.Module) -> set[str]:
     return names
 
 
+def _expectation_problems(spec: ModelSpec, model: torch.nn.Module) -> dict[str, str]:
+    """Where the stated per-pattern means and stds (InitSpec.expectations) and tied pairs (InitSpec.tied) fail."""
+    named = dict(model.named_parameters(remove_duplicate=False))  # tied aliases under each of their names
+    problems: dict[str, str] = {}
+    for claim in spec.init.expectations:
+        matches = [name for name in named if fnmatch.fnmatch(name, claim.pattern)]
+        if not matches:
+            problems[claim.pattern] = "the stated pattern matches no parameter"
+        for name in matches:
+            values = named[name].detach().double()
+            for stat, stated in (("mean", claim.mean), ("std", claim.std)):
+                if stated is None:
+                    continue
+                got = float(values.mean() if stat == "mean" else values.std()) if values.numel() > 1 else float(values)
+                if not abs(got - stated) <= claim.atol:
+                    problems[name] = f"{stat} {got:.4g}, stated {stated:g} within {claim.atol:g} ({claim.pattern})"
+    for first, second in spec.init.tied:
+        missing = [name for name in (first, second) if name not in named]
+        if missing:
+            problems[f"{first}~{second}"] = f"stated tied, but {', '.join(missing)} is no parameter"
+        elif named[first] is not named[second]:
+            problems[f"{first}~{second}"] = "stated tied, but they are two tensors"
+    return problems
+
+
 @register(1, needs_fresh_weights)
 def check_initialization(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
-    """Fresh parameters are finite, not constant, norm weights are one, weight stds within the spec's bounds."""
+    """Fresh parameters are finite, norm weights are all one (or all zero, a 1+w norm), other tensors are not constant unless zero or one-dimensional, weight matrices' stds are within the spec's bounds, and every stated per-pattern statistic and tie holds."""
     low, high = spec.init.std_bounds
     norm_weights = _norm_parameters(model)
     problems: dict[str, str] = {}
@@ -415,27 +577,34 @@ def check_initialization(spec: ModelSpec, model: torch.nn.Module, *, options: Ch
     for name, parameter in model.named_parameters():
         values = parameter.detach().double()
         if not torch.isfinite(values).all():
-            problems[name] = "NaN or Inf"
+            problems[name] = first_non_finite(values=values)
         elif any(fnmatch.fnmatch(name, pattern) for pattern in spec.init.constant_ok):
             continue
         elif name in norm_weights:
-            if not torch.equal(values, torch.ones_like(values)):
-                problems[name] = f"norm weight not all ones (mean {float(values.mean()):.3g})"
+            if not (torch.equal(values, torch.ones_like(values)) or not values.any()):
+                problems[name] = f"norm weight neither all ones nor all zeros (mean {float(values.mean()):.3g})"
         elif values.numel() > 1:
             std = float(values.std())
             stds[name] = std
             if std == 0.0:
-                problems[name] = f"constant ({float(values.flatten()[0]):.3g})"
-            elif not low <= std <= high:
+                # a zero tensor (a zero-initialised branch) and a constant vector (a layer scale) are deliberate
+                if values.any() and values.dim() > 1:
+                    problems[name] = f"constant ({float(values.flatten()[0]):.3g})"
+            elif not low <= std <= high and name.rsplit(".", 1)[-1] == "weight" and values.dim() > 1:
+                # the bounds are for weight matrices that multiply activations; a learned token or table may
+                # start near zero (timm's cls_token: std 1e-6)
                 problems[name] = f"std {std:.3g} outside [{low:g}, {high:g}]"
+    problems |= _expectation_problems(spec, model)
     listed = ", ".join(f"{name}: {why}" for name, why in list(problems.items())[:5])
+    stated = len(spec.init.expectations) + len(spec.init.tied)
     return verdict(
         spec,
         "initialization",
         passed=not problems,
         measured=float(len(problems)),
         threshold=0.0,
-        expected=f"0 badly initialised parameters (std in [{low:g}, {high:g}], constants only for {', '.join(spec.init.constant_ok)})",
+        expected=f"0 badly initialised parameters (std in [{low:g}, {high:g}], constants only for "
+        f"{', '.join(spec.init.constant_ok)}, zero tensors and vectors; {stated} stated statistics and ties)",
         got=f"{len(problems)} bad: {listed}"
         if problems
         else f"{len(stds)} weight tensors, std {min(stds.values(), default=0):.3g}..{max(stds.values(), default=0):.3g}",
@@ -451,7 +620,7 @@ def check_save_load_roundtrip(spec: ModelSpec, model: torch.nn.Module, *, option
     """Outputs survive a safetensors state-dict round trip and save_pretrained/from_pretrained into a fresh model."""
     from safetensors.torch import load_model, save_model
 
-    tolerance = tolerance_for(torch.float32, "serialized")
+    tolerance = tolerance_for(options.dtype, "serialized")
     batch = fixed_batch(spec, options)
     reference = _outputs(spec, model, batch)
     differences: dict[str, float] = {}
@@ -499,16 +668,21 @@ def check_save_load_roundtrip(spec: ModelSpec, model: torch.nn.Module, *, option
 def check_loss_oracle(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOptions) -> CheckResult:
     """The model's own loss equals an independent cross-entropy of its logits (the task's targets, ignore index honoured)."""
     adapter = adapter_for(spec)
-    tolerance = tolerance_for(torch.float32, "reference")
+    tolerance = tolerance_for(options.dtype, "reference")
     batch = fixed_batch(spec, options)
     ignored = torch.rand(batch["labels"].shape, generator=seeded_generator(options.seed + 7)) < 0.25
+    if batch["labels"].is_floating_point():  # regression targets: there is no ignore index to honour
+        ignored.zero_()
     ignored.view(-1)[-1] = False  # at least one label is scored
     batch["labels"] = batch["labels"].masked_fill(ignored, spec.inputs.ignore_index)
     model.eval()
     with torch.no_grad():
-        model_loss = float(adapter.model_loss(spec, model, batch))
-        reference = float(adapter.reference_loss(spec, adapter.forward(spec, model, batch), batch))
+        with step("the forward with labels (the model's own loss)"):
+            model_loss = float(adapter.model_loss(spec, model, batch))
+        with step("the forward without labels (the reference loss)"):
+            reference = float(adapter.reference_loss(spec, adapter.forward(spec, model, batch), batch))
     difference = abs(model_loss - reference)
+    where = first_non_finite(model_loss=model_loss, reference_loss=reference)
     return verdict(
         spec,
         "loss_oracle",
@@ -517,7 +691,7 @@ def check_loss_oracle(spec: ModelSpec, model: torch.nn.Module, *, options: Check
         threshold=tolerance.atol,
         tolerance=tolerance.as_dict(),
         expected=f"model loss = reference {reference:.6f} within {tolerance.atol:g}",
-        got=f"model loss {model_loss:.6f} (|difference| {difference:.3g})",
+        got=f"model loss {model_loss:.6f} (|difference| {difference:.3g})" + (f" ({where})" if where else ""),
         hint="Labels not shifted for next-token prediction, ignore_index not honoured, or a sum where a mean belongs.",
         sample_size=int((batch["labels"] != spec.inputs.ignore_index).sum()),
         seed=options.seed,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from harness.checks.base import CheckOptions, register, verdict
 from harness.result import CheckResult, Status
 from harness.spec import ModelSpec
+from harness.tolerances import tolerance_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -42,21 +43,26 @@ def _examples(spec: ModelSpec, options: CheckOptions, *, stop: int | None = None
     """Two halves (seeded random split) of ``stop`` real examples (default ``options.monitoring.examples``)."""
     stop = stop or options.monitoring.examples
     from harness.adapters import adapter_for
+    from harness.adapters.base import select_rows
     from harness.evaluation import text_batches, text_examples
 
     adapter = adapter_for(spec)
-    if adapter.real_text != "labelled":  # the spec's own real examples, one batch
+    if adapter.real_text != "labelled":  # the spec's own real examples, in batches the input space allows
         batch = adapter.real_batch(spec, batch_size=stop, length=options.length_for(spec))
         order = random.Random(options.seed).sample(range(len(batch["labels"])), len(batch["labels"]))
-        half = len(order) // 2
-        return ([{k: v[order[:half]] for k, v in batch.items()}], [{k: v[order[half:]] for k, v in batch.items()}])
+        half, size = len(order) // 2, spec.inputs.max_batch_size
+
+        def batches_of(rows: list[int]) -> list[Any]:
+            return [select_rows(batch, rows[start : start + size]) for start in range(0, len(rows), size)]
+
+        return batches_of(order[:half]), batches_of(order[half:])
     texts = text_examples()
     texts = random.Random(options.seed).sample(texts, stop)
     half = stop // 2
     length = min(options.monitoring.max_tokens, spec.inputs.max_length)
     return (
-        text_batches(spec, texts[:half], batch_size=16, max_length=length),
-        text_batches(spec, texts[half:], batch_size=16, max_length=length),
+        text_batches(spec, texts[:half], batch_size=min(16, spec.inputs.max_batch_size), max_length=length),
+        text_batches(spec, texts[half:], batch_size=min(16, spec.inputs.max_batch_size), max_length=length),
     )
 
 
@@ -82,9 +88,12 @@ def check_token_weighted_perplexity(spec: ModelSpec, model: torch.nn.Module, *, 
         math.log(evaluation.perplexity) if evaluation.perplexity and math.isfinite(evaluation.perplexity) else math.inf
     )
     gap = abs(log_ppl - model_loss) / max(1.0, abs(model_loss)) if math.isfinite(model_loss) else math.inf
+    rtol = max(
+        options.monitoring.perplexity_rtol, tolerance_for(options.dtype, "reference").rtol
+    )  # a half-precision loss
     return verdict(
-        spec, "token_weighted_perplexity", passed=gap <= options.monitoring.perplexity_rtol, measured=gap, threshold=options.monitoring.perplexity_rtol,
-        expected=f"log(perplexity) = model loss within {options.monitoring.perplexity_rtol:g} (relative), finite",
+        spec, "token_weighted_perplexity", passed=gap <= rtol, measured=gap, threshold=rtol,
+        expected=f"log(perplexity) = model loss within {rtol:g} (relative), finite",
         got=f"log(perplexity) {log_ppl:.6f} vs token-weighted model loss {model_loss:.6f} (gap {gap:.2e})",
         hint="The model's loss is not the token-weighted mean NLL over non-ignored labels: look for a mean of "
         "per-sequence means, padding counted in the loss, or a label shift that disagrees with the logits.",
@@ -157,8 +166,8 @@ def check_output_drift_halves(spec: ModelSpec, model: torch.nn.Module, *, option
 
     first, second = _examples(spec, options)
     config = MonitorConfig(seed=options.seed, permutations=100)
-    reference = build_profile(spec, model, first, seed=options.seed)
-    current = build_profile(spec, model, second, seed=options.seed)
+    reference = build_profile(spec, model, first, embedding="model", seed=options.seed)  # the model's own outputs
+    current = build_profile(spec, model, second, embedding="model", seed=options.seed)
     report = compare_profiles(reference, current, config)
     failing = [f.feature for f in report.features if f.verdict == "fail"]
     smallest = min(f.adjusted_p for f in report.features)

@@ -39,7 +39,7 @@ from harness.checks.inputs import fixed_batch
 from harness.result import CheckResult, Status
 from harness.spec import ModelSpec
 from harness.strategies import BatchShape
-from harness.tolerances import Tolerance, compare, tolerance_for
+from harness.tolerances import Tolerance, compare, require_float32, tolerance_for
 from harness.training.recipe import resolve
 
 # Shared helpers.
@@ -191,15 +191,6 @@ def compare_gradients(
     return GradientComparison(relative, violations)
 
 
-def _scaled_error(got: torch.Tensor, reference: torch.Tensor, tolerance: Tolerance) -> tuple[float, bool]:
-    """(max |got - ref| / rms(ref), within the tolerance), both sides divided by the reference's root mean square."""
-    reference64 = reference.detach().double().cpu()
-    scale = float(reference64.pow(2).mean().sqrt()) if reference64.numel() else 1.0
-    scale = scale if math.isfinite(scale) and scale > 0 else 1.0
-    comparison = compare(got.detach().double().cpu() / scale, reference64 / scale, tolerance)
-    return comparison.max_abs, comparison.within
-
-
 def _names(items: list[str], most: int = 3) -> str:
     more = f" and {len(items) - most} more" if len(items) > most else ""
     return ", ".join(items[:most]) + more
@@ -249,7 +240,8 @@ def _half_run(
         with torch.no_grad():
             outputs = adapter.forward(spec, half_model, half_batch)
         loss = recipe.loss(half_model, half_batch) if trains else None
-    error, within = _scaled_error(outputs, reference, tolerance)
+    output_comparison = compare(outputs, reference, tolerance)  # per RMS of the float32 outputs (the cast row)
+    error, within = output_comparison.max_abs, output_comparison.within
     non_finite = int((~torch.isfinite(outputs)).sum())
     if non_finite:
         problems.append(f"{non_finite} of {outputs.numel()} outputs non-finite")
@@ -257,7 +249,8 @@ def _half_run(
         problems.append(f"outputs off by {error:.3g} RMS")
     row: dict[str, Any] = {"dtype": dtype_name, "device": device, "output_error": error}
     if loss is not None:
-        loss_error, loss_within = _scaled_error(loss.detach().float(), reference_loss, tolerance)
+        loss_comparison = compare(loss.detach().float(), reference_loss, tolerance)
+        loss_error, loss_within = loss_comparison.max_abs, loss_comparison.within
         row["loss_error"] = loss_error
         if not bool(torch.isfinite(loss)):
             problems.append(f"loss {float(loss.detach())}")
@@ -300,6 +293,7 @@ def check_half_precision_parity(spec: ModelSpec, model: torch.nn.Module, *, opti
 
     Also reports the largest activation against the dtype's limit and where the first non-finite value appeared, so an
     overflow is explained, not just flagged."""
+    require_float32(options.dtype, "it compares a lower-precision run with the float32 model itself")
     numerics = options.numerics
     runs, notes = half_precision_runs(cuda=torch.cuda.is_available(), float16_on_cpu=numerics.float16_on_cpu)
     trains = spec.capabilities.supports_training and adapter_for(spec).has_loss
@@ -355,10 +349,11 @@ def check_mixed_precision_training(spec: ModelSpec, model: torch.nn.Module, *, o
     spec's recipe; after the bf16-mixed run the parameters, their gradients and the optimizer's state must be float32."""
     from harness.checks.training import _fit
 
+    require_float32(options.dtype, "it compares a lower-precision run with the float32 model itself")
     numerics = options.numerics
     steps = numerics.mixed_precision_steps
     tolerance = tolerance_for(torch.bfloat16, "autocast")
-    batch_size = options.batch_size
+    batch_size = options.batch_size_for(spec)  # within the input space
     batches = [fixed_batch(spec, options, seed_offset=step) for step in range(steps)]
     rows = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
     config = options.training.config.replace(task=spec.task, max_steps=steps, batch_size=batch_size, seed=options.seed)
@@ -499,7 +494,7 @@ def check_compile_parity(spec: ModelSpec, model: torch.nn.Module, *, options: Ch
     if reason:
         return skipped(spec, "compile_parity", reason, seed=options.seed)
     adapter = adapter_for(spec)
-    tolerance = tolerance_for(torch.float32, "compiled")
+    tolerance = tolerance_for(options.dtype, "compiled")
     trains = spec.capabilities.supports_training and adapter.has_loss
     sequence = adapter.sequence
     high = spec.inputs.max_length or 1
@@ -723,7 +718,7 @@ def check_gradient_checkpointing_equivalence(
     if isinstance(route, str):
         return skipped(spec, "gradient_checkpointing_equivalence", route, seed=options.seed)
     where, modes = route
-    tolerance = tolerance_for(torch.float32, "recomputed")
+    tolerance = tolerance_for(options.dtype, "recomputed")
     batch = fixed_batch(spec, options)
     reference_loss, reference, _ = _train_step(spec, copy.deepcopy(model), batch, options.seed)
     rows: dict[str, dict[str, Any]] = {}

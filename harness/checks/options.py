@@ -31,7 +31,9 @@ class BehaviourOptions:
     max_flip_rate: float = 0.25  # allowed share of flipped predictions (a random-init CNN flips ~16% on shifts)
     noise_std: float = 0.05  # std of the Gaussian pixel noise (pixels are standardised)
     max_score_change: float = 0.1  # a scalar score "flips" when it moves by more than this
-    dead_tolerance: float = 1e-6  # a component whose ablation moves the loss less than this is dead
+    dead_tolerance: float = 0.0  # a block whose ablation moves the float64 loss by at most this is dead: a dead
+    #   block's removal changes nothing at all; untrained live ones move it little (ConvNeXt's 1e-6 layer scales:
+    #   6e-11; BART's encoder layers: 1.4e-7, which float32 rounded to 0.0)
     max_ablation_effect: float = 1.0  # a relative change (|delta loss| / loss, or cosine distance) that is "everything"
     memory_examples: int = 20  # Hypothesis examples (operation sequences) of the memory state machine, at most
     memory_steps: int = 15  # operations per sequence, at most

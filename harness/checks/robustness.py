@@ -44,7 +44,7 @@ def _inputs_for_robustness(spec: ModelSpec, options: CheckOptions, size: int) ->
 @torch.no_grad()
 def _chunked_forward(spec: ModelSpec, model: nn.Module, batch: Batch, chunk: int = 32) -> torch.Tensor:
     adapter = adapter_for(spec)
-    size = batch_size_of(batch)
+    size, chunk = batch_size_of(batch), min(chunk, spec.inputs.max_batch_size)  # within the input space
     return torch.cat(
         [adapter.forward(spec, model, select_rows(batch, slice(i, i + chunk))) for i in range(0, size, chunk)]
     )
@@ -112,29 +112,34 @@ def _image_perturbations(batch: Batch, generator: torch.Generator, noise_std: fl
     return {"gaussian_noise": {**batch, "pixel_values": noisy}, "one_pixel_shift": {**batch, "pixel_values": shifted}}
 
 
+SAMPLE_DOUBLINGS = 2  # an undecided flip rate is measured again on 2x, then 4x the examples
+
+
 @register(2)
 def check_perturbation_flip_rate(spec: ModelSpec, model: nn.Module, *, options: CheckOptions) -> CheckResult:
-    """Label-preserving perturbations flip at most the allowed share of predictions (95% Wilson bound)."""
+    """Label-preserving perturbations flip at most the allowed share of predictions (95% Wilson bound).
+
+    While the interval straddles the bound, the sample is doubled (at most ``SAMPLE_DOUBLINGS`` times): an
+    untrained language model flips ~20% of its near-tie predictions under one token substitution, and 200
+    examples cannot tell that from 25%. A one-pixel shift is a small change of a real image only: a shifted
+    white-noise image is a different image, so generated images get the Gaussian noise alone.
+    """
     adapter = adapter_for(spec)
     model.eval()
+    allowed = options.behaviour.max_flip_rate
     size = options.behaviour.perturbation_samples
     batch, source = _inputs_for_robustness(spec, options, size)
-    generator = seeded_generator(options.seed + 1)
-    before = _chunked_forward(spec, model, batch)
-    rates: dict[str, dict[str, float]] = {}
-    for kind, (perturbed, observed) in _perturbations(spec, batch, generator, options.behaviour.noise_std).items():
-        flips = _flips(
-            spec,
-            before,
-            _chunked_forward(spec, model, perturbed),
-            observed,
-            max_score_change=options.behaviour.max_score_change,
-        )
-        low, high = wilson_interval(int(flips.sum()), size)
-        rates[kind] = {"rate": float(flips.float().mean()), "ci_low": low, "ci_high": high, "n": size}
-    allowed = options.behaviour.max_flip_rate
-    failed = [kind for kind, r in rates.items() if r["ci_low"] > allowed]
-    undecided = [kind for kind, r in rates.items() if r["ci_low"] <= allowed < r["ci_high"]]
+    rates = _flip_rates(spec, model, batch, source, options)
+    for doubling in range(SAMPLE_DOUBLINGS + 1):
+        failed = [kind for kind, r in rates.items() if r["ci_low"] > allowed]
+        undecided = [kind for kind, r in rates.items() if r["ci_low"] <= allowed < r["ci_high"]]
+        if failed or not undecided or doubling == SAMPLE_DOUBLINGS:
+            break
+        larger, larger_source = _inputs_for_robustness(spec, options, 2 * size)
+        if larger_source != source:  # no more real examples: the real sample stands
+            break
+        size, batch = 2 * size, larger
+        rates = _flip_rates(spec, model, batch, source, options)
     worst = max(rates, key=lambda kind: rates[kind]["rate"])
     text = "; ".join(
         f"{kind} {r['rate']:.1%} (95% CI {r['ci_low']:.1%}..{r['ci_high']:.1%}, n={size})" for kind, r in rates.items()
@@ -151,7 +156,7 @@ def check_perturbation_flip_rate(spec: ModelSpec, model: nn.Module, *, options: 
         "scales; a real model that flips this often under label-preserving edits is brittle.",
         sample_size=size * len(rates),
         seed=options.seed,
-        details={"inputs": source, "perturbations": rates, "sequence": adapter.sequence},
+        details={"inputs": source, "perturbations": rates, "sequence": adapter.sequence, "doublings": doubling},
     )
     if not failed and undecided:
         return dataclasses.replace(
@@ -160,6 +165,24 @@ def check_perturbation_flip_rate(spec: ModelSpec, model: nn.Module, *, options: 
             got=f"{text}: the interval straddles {allowed:.0%}, the sample cannot decide",
         )
     return result
+
+
+def _flip_rates(
+    spec: ModelSpec, model: nn.Module, batch: Batch, source: str, options: CheckOptions
+) -> dict[str, dict[str, float]]:
+    """The flip rate of each perturbation kind on ``batch``, with its 95% Wilson interval."""
+    size = batch_size_of(batch)
+    generator = seeded_generator(options.seed + 1)
+    before = _chunked_forward(spec, model, batch)
+    rates: dict[str, dict[str, float]] = {}
+    for kind, (perturbed, observed) in _perturbations(spec, batch, generator, options.behaviour.noise_std).items():
+        if kind == "one_pixel_shift" and source != "real":
+            continue
+        after = _chunked_forward(spec, model, perturbed)
+        flips = _flips(spec, before, after, observed, max_score_change=options.behaviour.max_score_change)
+        low, high = wilson_interval(int(flips.sum()), size)
+        rates[kind] = {"rate": float(flips.float().mean()), "ci_low": low, "ci_high": high, "n": size}
+    return rates
 
 
 def _perturbations(
@@ -174,7 +197,7 @@ def _perturbations(
 def check_batch_order_equivariance(spec: ModelSpec, model: nn.Module, *, options: CheckOptions) -> CheckResult:
     """Permuting the rows of a batch permutes the outputs the same way."""
     adapter = adapter_for(spec)
-    tolerance = tolerance_for(torch.float32, "eager")
+    tolerance = tolerance_for(options.dtype, "eager")
     size = max(2, min(spec.inputs.max_batch_size, 2 * options.batch_size))
     batch = fixed_batch(spec, options, batch_size=size)
     order = torch.randperm(size, generator=seeded_generator(options.seed))

@@ -8,6 +8,7 @@ raises :class:`ExportError` naming the unsupported operator and the opset where 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import tempfile
@@ -24,6 +25,7 @@ from harness.adapters import adapter_for
 from harness.export.int8_reference import QUANTIZE_DYNAMIC
 from harness.export.wrapper import ExportWrapper, dynamic_axes, export_inputs
 from harness.spec import ModelSpec
+from harness.tolerances import require_float32
 
 OPSET = 17  # the legacy exporter's opset; the dynamo exporter picks its own (recorded)
 EXPORT_SHAPE = (2, 8)  # (batch, length) of the example inputs every export is traced with
@@ -66,7 +68,8 @@ def _unsupported(error: BaseException, opset: int | None) -> ExportError:
     match = _OPERATOR.search(text)
     operator = match.group(0) if match else None
     where = f"operator {operator}" if operator else "an operator or construct"
-    first_line = text.strip().splitlines()[0][:300]
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]  # messages may start with a newline
+    first_line = f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
     return ExportError(
         f"{where} could not be exported (opset {opset or 'auto'}): {first_line}", operator=operator, opset=opset
     )
@@ -208,18 +211,27 @@ class Exports:
 
         source = self.record("onnx")
         prepared, path = self._path(".prepared.onnx"), self._path(".int8.onnx")
-        try:
-            with _quiet_root_logger():
-                _atomic_save(lambda target: quant_pre_process(str(source.path), str(target)), prepared)
+        with _quiet_root_logger():
+            try:  # shape inference can fail on graphs that quantize fine without it: then quantize the export itself
+                with contextlib.chdir(prepared.parent):  # its shape inference leaves temporary files in the cwd
+                    _atomic_save(lambda target: quant_pre_process(str(source.path), str(target)), prepared)
+                step, quantized = "quant_pre_process", prepared
+            except Exception as error:  # noqa: BLE001
+                step, quantized = (
+                    f"quant_pre_process failed ({_unsupported(error, source.opset)}): skipped",
+                    source.path,
+                )
+            try:
                 _atomic_save(
-                    lambda target: quantize_dynamic(prepared, target, weight_type=QuantType.QInt8, **QUANTIZE_DYNAMIC),
+                    lambda target: quantize_dynamic(quantized, target, weight_type=QuantType.QInt8, **QUANTIZE_DYNAMIC),
                     path,
                 )
-                prepared.unlink()
-        except Exception as error:  # noqa: BLE001
-            raise _unsupported(error, source.opset) from error
+            except Exception as error:  # noqa: BLE001
+                raise _unsupported(error, source.opset) from error
+            finally:
+                prepared.unlink(missing_ok=True)
         return {"format": "onnx-int8", "path": path, "exporter": "quantize_dynamic", "opset": source.opset,
-                "notes": ("quant_pre_process", *sorted(QUANTIZE_DYNAMIC))}  # fmt: skip
+                "notes": (step, *sorted(QUANTIZE_DYNAMIC))}  # fmt: skip
 
     def session(self, fmt: str, optimization: str = "disabled") -> Any:
         """An onnxruntime session on the CPU for ``onnx`` or ``onnx-int8`` at an optimisation level."""
@@ -298,7 +310,11 @@ _CACHE: dict[tuple[str, str], Exports] = {}
 
 
 def exports_for(spec: ModelSpec, model: torch.nn.Module, folder: str | Path | None) -> Exports:
-    """The cached artefacts of this model (same spec and weights) under ``folder`` (a temp folder if None)."""
+    """The cached artefacts of this model (same spec and weights) under ``folder`` (a temp folder if None).
+
+    Exports are built from a float32 model: another dtype (``--harness-dtype``) makes every export check skip."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    require_float32(dtype, "exports are built from float32 graphs (ONNX Runtime's CPU kernels and int8 quantization)")
     key = fingerprint(spec, model)
     target = Path(folder) if folder else Path(tempfile.gettempdir()) / "ml-harness-exports"
     cache_key = (key, str(target))

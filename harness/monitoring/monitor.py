@@ -7,8 +7,11 @@ A monitor config is a JSON or TOML file (read by :func:`harness.config.read_conf
     baseline = "baseline.json"      # gate: a stored baseline file (``harness baseline``), instead of ``model``
     candidate = "pkg.models:SPEC"   # gate only: the candidate model
     reference = "profile.json"      # drift: a profile JSON file, or reference_db + reference_id (ExperimentDB)
+    embedding = "minilm"            # drift: the current profile's embedding; default the reference profile's
     [data]                          # the eval / current data set
     source = "reference_text"       # "reference_text" (pydoc topics), "digits", or a path to a text file
+    split = "lines"                 # a text file's examples: "lines", "paragraphs" (blank lines) or "sentences"
+    min_chars = 40                  # a text file's examples shorter than this are dropped (headings, blanks)
     start = 0.5                     # fraction of the data set where the examples start
     stop = 1.0                      # fraction where they stop
     limit = 200                     # at most this many examples (seeded shuffle first when shuffle = true)
@@ -27,23 +30,28 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, read_config_file
+from harness.config import ConfigError, from_table, read_config_file
 
 MODES = ("drift", "gate")
 CONFIG_KEYS = {"mode", "model", "baseline", "candidate", "reference", "reference_db", "reference_id", "data",
                "thresholds", "embedding"}  # fmt: skip
-DATA_KEYS = {"source", "start", "stop", "limit", "shuffle", "batch_size"}
+SPLITS = ("lines", "paragraphs", "sentences")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")  # a sentence ends at . ! or ? followed by white space
+MIN_EXAMPLES = 2  # examples a data set must yield (a two-sample test needs two on each side)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Which examples a monitor or profile run uses."""
 
-    source: str = "reference_text"  # "reference_text", "digits" or a text file (paragraphs split by blank lines)
+    source: str = "reference_text"  # "reference_text", "digits" or a UTF-8 text file (split into examples by ``split``)
+    split: str = "lines"  # a text file's examples: its lines, its paragraphs (blank lines) or its sentences
+    min_chars: int = 40  # a text file's examples shorter than this (stripped) are dropped: headings, blank lines
     start: float = 0.0  # fraction of the data set where the examples start
     stop: float = 1.0  # fraction where they stop
     limit: int | None = None  # at most this many examples
@@ -53,8 +61,32 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.start < self.stop <= 1.0:
             raise ConfigError(f"data needs 0 <= start < stop <= 1, got start={self.start}, stop={self.stop}")
-        if self.limit is not None and self.limit < 2:
-            raise ConfigError(f"data.limit must be >= 2, got limit={self.limit}")
+        if self.limit is not None and self.limit < MIN_EXAMPLES:
+            raise ConfigError(f"data.limit must be >= {MIN_EXAMPLES}, got limit={self.limit}")
+        if self.split not in SPLITS:
+            raise ConfigError(f"data.split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.min_chars < 1:
+            raise ConfigError(f"data.min_chars must be >= 1, got min_chars={self.min_chars}")
+
+
+def text_file_examples(path: str | Path, *, split: str = "lines", min_chars: int = 40) -> list[str]:
+    """The examples of a plain UTF-8 text file: its lines (``split="lines"``), its paragraphs (runs of lines
+    between blank lines, joined by spaces) or its sentences (each line cut after ``.``, ``!`` or ``?``
+    followed by white space), stripped, those shorter than ``min_chars`` characters dropped. A raw WikiText
+    file, one paragraph per line with `` = Heading = `` lines, gives one example per paragraph by lines and
+    one per sentence by sentences. ConfigError when the file cannot be read as text."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"data.source {str(path)!r} cannot be read as UTF-8 text: {error}") from None
+    if split == "paragraphs":
+        pieces = [" ".join(block.split()) for block in re.split(r"\n\s*\n", text)]
+    elif split == "sentences":
+        pieces = [sentence for line in text.splitlines() for sentence in SENTENCE_END.split(line)]
+    else:
+        pieces = text.splitlines()
+    return [piece.strip() for piece in pieces if len(piece.strip()) >= min_chars]
 
 
 def load_examples(spec: Any, data: DataConfig, *, seed: int = 0) -> tuple[list[Any], list[str] | None]:
@@ -74,13 +106,20 @@ def load_examples(spec: Any, data: DataConfig, *, seed: int = 0) -> tuple[list[A
     if data.source == "reference_text":
         texts = text_examples()
     else:
-        path = Path(data.source)
-        if not path.is_file():
+        if not Path(data.source).is_file():
             raise ConfigError(f"data.source {data.source!r} is neither 'reference_text', 'digits' nor a file")
-        texts = [p.strip() for p in path.read_text().split("\n\n") if p.strip()]
+        texts = text_file_examples(data.source, split=data.split, min_chars=data.min_chars)
     if data.shuffle:
         random.Random(seed).shuffle(texts)
     texts = texts[int(data.start * len(texts)) : int(data.stop * len(texts))][: data.limit]
+    if len(texts) < MIN_EXAMPLES:
+        raise ConfigError(
+            f"data.source {data.source!r} gives {len(texts)} example(s) between start={data.start} and "
+            f"stop={data.stop} (split={data.split!r}, min_chars={data.min_chars}); the monitor needs at least "
+            f"{MIN_EXAMPLES}"
+        )
+    if spec.tokenizer is None:
+        raise ConfigError(f"data.source {data.source!r} is text, but {spec.name} has no tokenizer")
     return text_batches(spec, texts, batch_size=data.batch_size), texts
 
 
@@ -114,7 +153,7 @@ def resolve_one(selector: str) -> Any:
 
 def run_monitor(raw: dict[str, Any], *, source: str = "config") -> dict[str, Any]:
     """Run a monitor config (already read from ``source``) and return its JSON-able result."""
-    from harness.monitoring.drift import compare_profiles
+    from harness.monitoring.drift import compare_profiles, embedding_source
     from harness.monitoring.profile import build_profile, load_from_db, load_profile_file
 
     mode = raw.get("mode")
@@ -136,10 +175,13 @@ def run_monitor(raw: dict[str, Any], *, source: str = "config") -> dict[str, Any
     except (KeyError, ValueError) as error:
         raise ConfigError(str(error)) from None
     batches, texts = load_examples(spec, data, seed=config.seed)
-    embedding = raw.get("embedding", "model")
-    current = build_profile(spec, spec.build_model(), batches, texts=texts, embedding=embedding,
-                            max_embeddings=config.max_embeddings, seed=config.seed)  # fmt: skip
-    return compare_profiles(reference, current, config).to_dict()
+    embedding = raw.get("embedding") or embedding_source(reference) or "none"
+    try:
+        current = build_profile(spec, spec.build_model(), batches, texts=texts, embedding=embedding,
+                                max_embeddings=config.max_embeddings, seed=config.seed)  # fmt: skip
+        return compare_profiles(reference, current, config).to_dict()
+    except (ImportError, ValueError) as error:  # a missing extra, profiles that cannot be compared
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def settings(raw: dict[str, Any], *, source: str = "config") -> tuple[Any, DataConfig]:
@@ -153,16 +195,8 @@ def settings(raw: dict[str, Any], *, source: str = "config") -> tuple[Any, DataC
         )
     if raw.get("mode") not in MODES:
         raise ConfigError(f"{source}: 'mode' must be one of {', '.join(MODES)}, got {raw.get('mode')!r}")
-    bad_data = sorted(set(raw.get("data", {})) - DATA_KEYS)
-    if bad_data:
-        raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(f'data.{key}' for key in bad_data)}; "
-            f"allowed: {', '.join(sorted(DATA_KEYS))}"
-        )
-    try:
-        return MonitorConfig.from_dict(raw.get("thresholds", {})), DataConfig(**raw.get("data", {}))
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{source}: {error}") from None
+    thresholds = from_table(MonitorConfig, raw.get("thresholds", {}), "thresholds", source=source)
+    return thresholds, from_table(DataConfig, raw.get("data", {}), "data", source=source)
 
 
 def eval_set(data: DataConfig, config: Any) -> dict[str, Any]:
@@ -252,26 +286,32 @@ def make_reference_profile(
     selector: str,
     data: DataConfig,
     *,
-    embedding: str = "model",
-    max_embeddings: int = 500,
+    embedding: str = "auto",
+    max_embeddings: int | None = None,
     seed: int = 0,
     out: str | Path | None = None,
     db: str | Path | None = None,
     name: str | None = None,
 ) -> dict[str, Any]:
-    """Compute a model's reference profile on ``data``; write it to ``out`` and/or store it in the ExperimentDB
+    """Compute a model's reference profile on ``data`` (``max_embeddings`` default: MonitorConfig's); write it to
+    ``out`` and/or store it in the ExperimentDB
     ``db`` (under ``name``, default the model's); returns a summary (model, examples, features, path, profile id)."""
+    from harness.monitoring.config import MonitorConfig
     from harness.monitoring.profile import build_profile, export_profile, save_to_db
 
     if not out and not db:
         raise ConfigError("give --out FILE and/or --db PATH")
     spec = resolve_one(selector)
     batches, texts = load_examples(spec, data, seed=seed)
-    profile = build_profile(spec, spec.build_model(), batches, texts=texts, embedding=embedding,
-                            max_embeddings=max_embeddings, seed=seed)  # fmt: skip
+    try:
+        profile = build_profile(spec, spec.build_model(), batches, texts=texts, embedding=embedding, seed=seed,
+                                max_embeddings=max_embeddings or MonitorConfig.max_embeddings)  # fmt: skip
+    except (ImportError, ValueError) as error:  # a missing extra, an embedding without texts
+        raise ConfigError(str(error)) from None
     summary: dict[str, Any] = {
         "model": spec.name,
         "n_examples": profile["n_examples"],
+        "embedding": profile["embedding"],
         "features": list(profile["features"]),
     }
     if out:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.io import atomic_write_text
 from harness.mutate.runner import ModelMutation
 
 SCHEMA_VERSION = 1  # bump when the layout of mutation.json changes
@@ -23,13 +24,12 @@ def report_dict(mutations: list[ModelMutation], *, min_kill_rate: float) -> dict
 
 
 def write_mutation_report(mutations: list[ModelMutation], folder: str | Path, *, min_kill_rate: float = 0.9) -> Path:
-    """Write ``mutation.json`` and ``mutation.html`` into ``folder``; returns the JSON path."""
+    """Write ``mutation.json`` and ``mutation.html`` into ``folder`` (each atomically: a reader never sees half a
+    file, a failed write leaves the previous one); returns the JSON path."""
     target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
     report = report_dict(mutations, min_kill_rate=min_kill_rate)
-    path = target / "mutation.json"
-    path.write_text(json.dumps(report, indent=2, allow_nan=False))
-    (target / "mutation.html").write_text(render_html(report))
+    path = atomic_write_text(target / "mutation.json", json.dumps(report, indent=2, allow_nan=False))
+    atomic_write_text(target / "mutation.html", render_html(report))
     return path
 
 

@@ -11,13 +11,32 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness.io import atomic_write_text
+from harness.config import ConfigError
+from harness.io import atomic_write_text, check_writable
 from harness.versions import package_versions
 
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 SCHEMA_VERSION = "1.0"
 STATUSES = ("passed", "failed", "warned", "inconclusive", "skipped", "error")
 PACKAGES = ("torch", "transformers", "tokenizers", "hypothesis", "pytest", "numpy", "ml-harness")
+
+
+REPORT_FILES = ("report.json", "report.html")  # what a run writes into its folder, beside pytest's JUnit file
+
+
+def check_report_folder(folder: str | Path, *, junit: str | Path | None = None, remedy: str) -> None:
+    """ConfigError unless a run can write its files into ``folder`` without overwriting any: checked when the
+    session starts, so a bad folder costs nothing and an earlier run's ``report.json`` or JUnit file is never
+    replaced (the run is refused; the message says to choose ``remedy``, e.g. "another --harness-run-id").
+
+    Refused: ``folder`` (or a folder on its way) being a file, the nearest existing folder not being writable, and
+    ``report.json``, ``report.html`` or ``junit`` (pytest's ``--junitxml`` file) existing already.
+    """
+    folder = Path(folder)
+    check_writable(folder, "report folder")
+    for target in [*(folder / name for name in REPORT_FILES), *([Path(junit)] if junit else [])]:
+        if target.exists():
+            raise ConfigError(f"{target} already exists; choose {remedy} (nothing was overwritten)")
 
 
 def new_report_run_id() -> str:

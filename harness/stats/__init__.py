@@ -3,7 +3,7 @@
 Every test returns a frozen :class:`TestResult`: the statistic, an effect size, the p-value and the
 sample sizes. Continuous: :func:`ks_test`, :func:`wasserstein`. Categorical: :func:`chi_square`,
 :func:`jensen_shannon`, :func:`psi`. Multivariate: :func:`hotelling_t2`, :func:`mmd_rbf`. Paired:
-:func:`paired_bootstrap`, :func:`mcnemar`. Corrections: :func:`benjamini_hochberg`, :func:`holm`.
+:func:`paired_t`, :func:`mcnemar`. Corrections: :func:`benjamini_hochberg`, :func:`holm`.
 Power: the ``mde_*`` functions and :func:`simulated_power`.
 """
 
@@ -19,15 +19,17 @@ from harness.stats.continuous import ks_test, wasserstein, wasserstein_distance
 from harness.stats.core import TestResult
 from harness.stats.multiple import CORRECTIONS, benjamini_hochberg, holm
 from harness.stats.multivariate import MeanCovariance, hotelling_t2, median_bandwidth, mmd_rbf, pca_project
-from harness.stats.paired import mcnemar, paired_bootstrap
-from harness.stats.permutation import permutation_p_value
+from harness.stats.paired import mcnemar, paired_t
+from harness.stats.permutation import permutation_p_value, permutations_for
 from harness.stats.power import (
     hotelling_power,
     mde_chi_square,
     mde_hotelling,
     mde_ks,
     mde_mean_shift,
+    mde_mmd,
     mde_paired_mean,
+    sample_size_for,
     simulated_power,
 )
 
@@ -49,14 +51,17 @@ __all__ = [
     "mde_hotelling",
     "mde_ks",
     "mde_mean_shift",
+    "mde_mmd",
     "mde_paired_mean",
     "median_bandwidth",
     "mmd_rbf",
-    "paired_bootstrap",
+    "paired_t",
     "pca_project",
     "permutation_p_value",
+    "permutations_for",
     "psi",
     "psi_continuous",
+    "sample_size_for",
     "simulated_power",
     "wasserstein",
     "wasserstein_distance",

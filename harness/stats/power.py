@@ -62,6 +62,39 @@ def mde_hotelling(n_reference: int, n_current: int, dim: int, *, alpha: float = 
     return float(math.sqrt(noncentrality * (n_reference + n_current) / (n_reference * n_current)))
 
 
+def mde_mmd(null_sd: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest MMD (RBF, the square root of MMD^2_u) the permutation test detects, from its null's spread.
+
+    The unbiased MMD^2 is centred at 0 under the null with the permutation null's standard deviation
+    ``null_sd`` at the observed sample sizes; a population MMD^2 of ``delta`` moves it to about ``delta``. The
+    test detects it with ``power`` once ``delta >= (z(1 - alpha) + z(power)) * null_sd``. Near the detection
+    limit the spread under the alternative is close to the null's, so this is the MDE at these sizes; it
+    shrinks like ``1 / sqrt(n)`` (``null_sd`` like ``1 / n``).
+    """
+    from scipy import stats
+
+    check_probability(alpha, "alpha")
+    check_probability(power, "power")
+    if not null_sd >= 0:
+        raise ValueError(f"null_sd must be >= 0, got null_sd={null_sd}")
+    return float(math.sqrt((stats.norm.isf(alpha) + stats.norm.ppf(power)) * null_sd))
+
+
+def sample_size_for(mde_at: Callable[[int], float], effect: float, *, start: int = 2, limit: int = 10**8) -> int | None:
+    """The smallest n (per sample) with ``mde_at(n) <= effect``, for an MDE that falls with n; None past ``limit``."""
+    if effect <= 0:
+        raise ValueError(f"effect must be > 0, got effect={effect}")
+    low, high = max(start, 2), max(start, 2)
+    while mde_at(high) > effect:
+        low, high = high, high * 2
+        if high > limit:
+            return None
+    while low < high:  # invariant: mde_at(high) <= effect
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if mde_at(middle) > effect else (low, middle)
+    return high
+
+
 def hotelling_power(n_reference: int, n_current: int, dim: int, mahalanobis: float, *, alpha: float = 0.05) -> float:
     """Power of Hotelling's T^2 against a mean shift of the given Mahalanobis distance."""
     from scipy import stats

@@ -7,8 +7,14 @@ recommended WAL setting): a committed row survives any process crash; only an op
 loss can drop the last few commits.
 
 The schema is versioned with ``PRAGMA user_version`` and built by :data:`MIGRATIONS`, applied in order on open.
-A file written by a newer harness is refused (:class:`SchemaVersionError`); a file that is not an SQLite
-database is refused (:class:`StoreError`) without touching it.
+Nothing but an ExperimentDB is ever changed: the file is checked, reading only, before its journal mode is set or
+a table is added, and refused untouched (:class:`StoreError`) when it is not an SQLite database, is an SQLite
+database without the harness's tables (someone else's), or was written by a newer harness
+(:class:`SchemaVersionError`). A path that does not exist is created by the first write, never by opening or
+reading: a mistyped path given to read from is an error naming it, not a new empty database.
+
+A run records the process (pid and host) that started it. On open, a run still marked "running" whose process
+on this host is gone is marked "interrupted": a killed ``harness train`` never leaves a run running forever.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import secrets
+import socket
 import sqlite3
 import threading
 import time
@@ -26,6 +34,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness.cache import process_exists
+from harness.config import ConfigError
+from harness.io import check_writable
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 BUSY_TIMEOUT_MS = 30_000  # how long a writer waits for another's lock before "database is locked"
@@ -89,12 +101,25 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX check_results_by_run ON check_results(run_id);
     """,
+    # 3: the process that started a run, so a run whose process is gone can be marked interrupted.
+    """
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)  # the version this code writes and reads
+HOST = socket.gethostname()  # recorded with each run's pid: a pid means something only on its own host
 
 
-class StoreError(Exception):
-    """The experiment store cannot be opened or read: a corrupt file, a bad bundle, a schema mismatch."""
+def schema_tables(version: int) -> set[str]:
+    """The tables MIGRATIONS[:version] create: what a file of that schema version must hold."""
+    return {name for script in MIGRATIONS[:version] for name in re.findall(r"CREATE TABLE (\w+)", script)}
+
+
+class StoreError(ConfigError):
+    """The experiment store cannot be opened or read: a corrupt or foreign file, a bad bundle, a schema mismatch.
+
+    A ConfigError: the path is the user's input, so every entry point reports it as one line."""
 
 
 class SchemaVersionError(StoreError):
@@ -230,7 +255,12 @@ class ExperimentDB:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._connection: sqlite3.Connection | None = self._open()
+        self._closed = False
+        self._connection: sqlite3.Connection | None = None  # None until the file exists (the first write makes it)
+        if self.path.exists() or self.path.is_symlink():
+            self._connection = self._open()
+        else:
+            check_writable(self.path, "ExperimentDB path", file=True)  # created by the first write: it must be possible
 
     def __reduce__(self) -> tuple[type[ExperimentDB], tuple[Path]]:
         return (type(self), (self.path,))
@@ -250,6 +280,7 @@ class ExperimentDB:
             if self._connection is not None and self._pid == os.getpid():
                 self._connection.close()
             self._connection = None
+            self._closed = True
 
     # ---- connection management ----
 
@@ -261,27 +292,67 @@ class ExperimentDB:
         )
         try:
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.DatabaseError as error:
-            connection.close()
-            raise StoreError(self._describe(error, "is not a readable SQLite database")) from error
-        if version > SCHEMA_VERSION:
-            connection.close()
-            raise SchemaVersionError(
-                f"ExperimentDB file {self.path} has schema version {version}, newer than version {SCHEMA_VERSION} "
-                "that this harness supports; upgrade ml-harness to open it"
-            )
-        try:
+            version = self._refuse_foreign(connection)  # reading only: nothing changes before the file is ours
             self._enable_wal(connection)
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("PRAGMA foreign_keys = ON")
             if version < SCHEMA_VERSION:
                 apply_migrations(connection)
+            self._mark_interrupted(connection)
         except sqlite3.DatabaseError as error:
             connection.close()
-            raise StoreError(self._describe(error, "could not be prepared (WAL mode, migrations)")) from error
+            raise StoreError(self._describe(error, "could not be opened (WAL mode, migrations)")) from error
+        except StoreError:
+            connection.close()
+            raise
         return connection
+
+    def _refuse_foreign(self, connection: sqlite3.Connection) -> int:
+        """The file's schema version; StoreError unless it is an ExperimentDB this code reads, or an empty database."""
+        try:  # one statement: one consistent snapshot, even while another process migrates the file
+            version, names = connection.execute(
+                "SELECT (SELECT user_version FROM pragma_user_version),"
+                " (SELECT group_concat(name, ' ') FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%')"
+            ).fetchone()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(self._describe(error, "is not a readable SQLite database")) from error
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"ExperimentDB file {self.path} has schema version {version}, newer than version {SCHEMA_VERSION} "
+                "that this harness supports; upgrade ml-harness to open it (the file was not modified)"
+            )
+        tables = set((names or "").split())
+        missing = schema_tables(version) - tables
+        if (version == 0 and tables) or missing:
+            found = ", ".join(sorted(tables)) or "none"
+            raise StoreError(
+                f"ExperimentDB file {self.path} is an SQLite database but not an ExperimentDB (schema version "
+                f"{version}, tables: {found}); point at another path, the file was not modified"
+            )
+        return version
+
+    @staticmethod
+    def _mark_interrupted(connection: sqlite3.Connection) -> None:
+        """Mark "interrupted" every running run started on this host by a process that no longer exists."""
+        rows = connection.execute(
+            "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL", (HOST,)
+        ).fetchall()
+        gone = [(run_id, pid) for run_id, pid in rows if not process_exists(pid)]
+        if not gone:
+            return
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for run_id, pid in gone:
+                note = {"interrupted": f"process {pid} on {HOST} ended before the run finished"}
+                connection.execute(
+                    "UPDATE runs SET status = 'interrupted', summary = ?, finished = ?"
+                    " WHERE run_id = ? AND status = 'running'",
+                    (json.dumps(note), _now(), run_id),
+                )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
 
     def _describe(self, error: sqlite3.DatabaseError, otherwise: str) -> str:
         """The StoreError message for ``error``: a lock held too long is not a corrupt file."""
@@ -304,19 +375,29 @@ class ExperimentDB:
         if mode.lower() != "wal":
             raise sqlite3.OperationalError(f"journal_mode WAL refused, got {mode!r}")
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._connection is None:
+    def _conn(self, *, create: bool = False) -> sqlite3.Connection | None:
+        """The open connection; None while the file does not exist, unless ``create`` (writes do, reads never)."""
+        if self._closed:
             raise StoreError(f"ExperimentDB {self.path} is closed")
         if self._pid != os.getpid():  # forked: an SQLite connection must not cross fork, open our own
             self._pid = os.getpid()
+            self._connection = None
+        if self._connection is None:
+            if not create and not self.path.exists():
+                return None
             self._connection = self._open()
         return self._connection
+
+    def _absent(self) -> str:
+        """What a KeyError adds when the file does not exist: a mistyped path reads as one."""
+        return "" if self.path.exists() else f": {self.path} does not exist (nothing was ever recorded there)"
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One short immediate transaction: committed on exit, rolled back on any error."""
         with self._lock:
-            connection = self._conn()
+            connection = self._conn(create=True)
+            assert connection is not None
             connection.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
@@ -327,7 +408,8 @@ class ExperimentDB:
 
     def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._conn().execute(sql, parameters).fetchall()
+            connection = self._conn()  # a file that does not exist reads as an empty store
+            return [] if connection is None else connection.execute(sql, parameters).fetchall()
 
     @staticmethod
     def _require(connection: sqlite3.Connection, table: str, key: str, value: str, what: str) -> None:
@@ -335,8 +417,8 @@ class ExperimentDB:
             raise KeyError(f"no {what} with id {value!r}")
 
     def _require_read(self, table: str, key: str, value: str, what: str) -> None:
-        with self._lock:
-            self._require(self._conn(), table, key, value, what)
+        if not self._read(f"SELECT 1 FROM {table} WHERE {key} = ?", (value,)):
+            raise KeyError(f"no {what} with id {value!r}{self._absent()}")
 
     # ---- runs ----
 
@@ -362,9 +444,10 @@ class ExperimentDB:
             if sweep_id is not None:
                 self._require(connection, "sweeps", "sweep_id", _check_id(sweep_id, "sweep_id"), "sweep")
             connection.execute(
-                "INSERT INTO runs (run_id, seq, name, model, status, config, params, sweep_id, seed, summary, created)"
-                " VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM runs), ?, ?, 'running', ?, ?, ?, ?, '{}', ?)",
-                (run_id, name, model, config_text, params_text, sweep_id, seed, _now()),
+                "INSERT INTO runs (run_id, seq, name, model, status, config, params, sweep_id, seed, summary, created,"
+                " pid, host) VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM runs), ?, ?, 'running', ?, ?, ?, ?,"
+                " '{}', ?, ?, ?)",
+                (run_id, name, model, config_text, params_text, sweep_id, seed, _now(), os.getpid(), HOST),
             )
         return run_id
 
@@ -435,7 +518,7 @@ class ExperimentDB:
         """The run ``run_id``; KeyError naming it if there is none."""
         rows = self._read(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = ?", (_check_id(run_id, "run_id"),))
         if not rows:
-            raise KeyError(f"no run with id {run_id!r}")
+            raise KeyError(f"no run with id {run_id!r}{self._absent()}")
         return self._run_record(rows[0])
 
     def metrics(self, run_id: str) -> list[MetricRow]:
@@ -505,7 +588,7 @@ class ExperimentDB:
         """The profile body stored under ``profile_id``; KeyError naming it if there is none."""
         rows = self._read("SELECT profile FROM profiles WHERE profile_id = ?", (_check_id(profile_id, "profile_id"),))
         if not rows:
-            raise KeyError(f"no profile with id {profile_id!r}")
+            raise KeyError(f"no profile with id {profile_id!r}{self._absent()}")
         return json.loads(rows[0][0])
 
     def profiles(self, model: str | None = None) -> list[ProfileRecord]:

@@ -1,7 +1,8 @@
 """``harness train --config FILE``: train a model from a JSON (or TOML) config, with a progress bar.
 
 The file holds ``TrainingConfig.to_dict()``'s keys (any subset; the rest keep their defaults) plus
-``"model"``: a zoo name or ``package.module:attr``. A bad file or value prints one line and exits 2.
+``"model"``: a zoo name or ``package.module:attr``. A bad file or value prints one line and exits 2 (through the
+``harness`` console script's one handler, :func:`harness.cli.main`).
 Optional ``"db"``: an ExperimentDB path the run is recorded in. The file is read by the harness's one config
 reader (:func:`harness.config.read_config_file`); every problem is a :class:`~harness.config.ConfigError`.
 """
@@ -9,7 +10,6 @@ reader (:func:`harness.config.read_config_file`); every problem is a :class:`~ha
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from harness.config import ConfigError, read_config_file
@@ -31,29 +31,24 @@ def read_config(path: str) -> tuple[str, dict[str, Any], str | None]:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    from harness.loading import ModelSelectionError, resolve_models
+    """Train the config's model. Every input (the config, the model, the ExperimentDB here; the data files and the
+    checkpoint to resume from in :func:`~harness.training.runs.train`) is validated before training starts; a
+    problem is a ConfigError, which the ``harness`` console script prints as one line (exit status 2)."""
+    from harness.loading import resolve_models
+    from harness.store import ExperimentDB
     from harness.training.config import TrainingConfig
     from harness.training.runs import train
 
-    try:
-        selector, values, db_path = read_config(args.config)
-        specs = resolve_models([selector])
-        if len(specs) != 1:
-            raise ConfigError(f'{args.config}: "model": {selector!r} names {len(specs)} models; name exactly one')
-        config = TrainingConfig.from_dict(values)
-    except (ConfigError, ModelSelectionError) as error:
-        print(f"harness train: error: {error}", file=sys.stderr)
-        return 2
-    db = None
-    if db_path:
-        from harness.store import ExperimentDB
-
-        db = ExperimentDB(db_path)
+    selector, values, db_path = read_config(args.config)
+    specs = resolve_models([selector])
+    if len(specs) != 1:
+        raise ConfigError(f'{args.config}: "model": {selector!r} names {len(specs)} models; name exactly one')
+    config = TrainingConfig.from_dict(values)
+    if db_path is not None and not isinstance(db_path, str):
+        raise ConfigError(f'{args.config}: "db" must be an ExperimentDB path string, got {db_path!r}')
+    db = ExperimentDB(db_path) if db_path else None
     try:
         run = train(specs[0], config, db=db, progress_bar=not args.quiet)
-    except ConfigError as error:
-        print(f"harness train: error: {error}", file=sys.stderr)
-        return 2
     finally:
         if db is not None:
             db.close()

@@ -3,7 +3,10 @@
 The config is a frozen dataclass beside the code it configures (nanoGPT style): a comment on every
 field, errors that name the field and its value. :meth:`TrainingConfig.to_dict` / :meth:`from_dict`
 give the JSON shape ``harness train --config FILE.json`` reads (plus a ``"model"`` key), and
-:func:`config_hash` keys the on-disk cache of trained runs by the config and the model spec.
+:func:`config_hash` keys the on-disk cache of trained runs by the config, the model spec and the content of every
+input (:func:`input_digests`: data files, the checkpoint resumed from, tokenizer, model code, initial weights).
+:func:`validate_inputs` reads those files before any work starts: a missing, empty, non-UTF-8 data file or a
+checkpoint that is not a local, readable, weights-only file is a ConfigError naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import hashlib
 import json
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError
@@ -22,7 +27,7 @@ from harness.spec import TASKS, ModelSpec
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed")  # Lightning precision names
 STRATEGIES = ("auto", "ddp", "fsdp")  # "ddp" falls back to one device when only one is visible
 ACCELERATORS = ("cpu", "gpu", "auto")
-CACHE_VERSION = 1  # bump to invalidate every cached run when training semantics change
+CACHE_VERSION = 2  # bump to invalidate every cached run when training semantics change
 
 
 def _integer(name: str, value: Any, *, minimum: int) -> None:
@@ -118,6 +123,11 @@ class TrainingConfig:
             raise ConfigError(
                 f"TrainingConfig.resume_from_checkpoint must be a path, got {self.resume_from_checkpoint!r}"
             )
+        if self.resume_from_checkpoint is not None and "://" in self.resume_from_checkpoint:
+            raise ConfigError(
+                f"TrainingConfig.resume_from_checkpoint must be a local file, got the URL "
+                f"{self.resume_from_checkpoint!r} (nothing is downloaded: fetch it yourself and give its path)"
+            )
 
     def replace(self, **changes: Any) -> TrainingConfig:
         """A copy with some fields changed (validated again)."""
@@ -167,8 +177,84 @@ def spec_fingerprint(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
+def validate_inputs(config: TrainingConfig) -> None:
+    """Read every file the config names, before any work: each data file must be non-empty UTF-8 text, the
+    checkpoint to resume from a local file that loads with ``weights_only=True`` (nothing in it is unpickled)."""
+    from harness.config import read_text_file
+
+    for path in config.data:
+        read_text_file(path, "TrainingConfig.data file")
+    if config.resume_from_checkpoint is not None:
+        load_checkpoint(config.resume_from_checkpoint, "TrainingConfig.resume_from_checkpoint")
+
+
+def load_checkpoint(path: str | Path, what: str) -> dict[str, Any]:
+    """A checkpoint file's contents, loaded with ``weights_only=True``: tensors and plain containers only, nothing
+    unpickled. A ConfigError names ``what`` and the file when it is missing, truncated, not a checkpoint, or holds
+    objects that only a full unpickle could rebuild."""
+    import pickle
+    import warnings
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"{what} {path} {'is a folder' if path.is_dir() else 'does not exist'}; give a local .ckpt file"
+        )
+    unreadable = f"{what} {path} is not a readable checkpoint (truncated, or not a torch checkpoint)"
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        needs = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if needs is None:
+            raise ConfigError(unreadable) from None
+        raise ConfigError(
+            f"{what} {path} holds more than weights: objects ({needs.group(1)}) that only unpickling could rebuild, "
+            "which the harness never does (save tensors and plain values only, or use safetensors)"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        reason = " ".join(str(error).split()).split(". ")[0] or type(error).__name__  # its first sentence
+        raise ConfigError(f"{unreadable}: {reason}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(f"{what} {path} is not a Lightning checkpoint: it holds no 'state_dict'")
+    return checkpoint
+
+
+def input_digests(config: TrainingConfig, spec: ModelSpec) -> dict[str, Any]:
+    """The content hash of every input a run depends on beyond its config: each data file (or the reference text
+    trained on without any), the checkpoint resumed from, the tokenizer, the model's code and its initial weights."""
+    import torch
+
+    from harness.cache import code_digest, file_digest, tokenizer_digest, weights_digest
+
+    if config.data:
+        data = [file_digest(path) for path in config.data]
+    else:
+        from harness.data import reference_text
+
+        data = [hashlib.sha256(reference_text().encode()).hexdigest()]
+    with torch.random.fork_rng():  # building the model must not move the caller's random stream
+        model = spec.build_model()
+    return {
+        "data": data,
+        "checkpoint": file_digest(config.resume_from_checkpoint) if config.resume_from_checkpoint else None,
+        "tokenizer": tokenizer_digest(spec.tokenizer),
+        "code": code_digest([spec.build, model]),
+        "weights": weights_digest(model.state_dict()),
+    }
+
+
 def config_hash(config: TrainingConfig, spec: ModelSpec) -> str:
-    """A stable 16-hex-digit hash of the config, the spec's fingerprint and CACHE_VERSION."""
-    payload = {"config": config.to_dict(), "spec": spec_fingerprint(spec), "version": CACHE_VERSION}
+    """A stable 16-hex-digit hash of the config, the spec's fingerprint, the content of every input
+    (:func:`input_digests`) and CACHE_VERSION."""
+    payload = {
+        "config": config.to_dict(),
+        "spec": spec_fingerprint(spec),
+        "inputs": input_digests(config, spec),
+        "version": CACHE_VERSION,
+    }
     text = json.dumps(payload, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -79,7 +79,10 @@ def has_real_data(spec: ModelSpec) -> bool:
 
 
 @lru_cache(maxsize=8)
-def _token_ids(tokenizer_factory: Any, vocab_size: int, files: tuple[str, ...]) -> torch.Tensor:
+def _token_ids(
+    tokenizer_factory: Any, vocab_size: int, files: tuple[str, ...], digests: tuple[str, ...]
+) -> torch.Tensor:
+    """The files' token ids; ``digests`` (their contents' SHA-256) key the cache, so an edited file is read again."""
     import datasets
 
     missing = [path for path in files if not Path(path).is_file()]
@@ -97,7 +100,10 @@ def text_rows(spec: ModelSpec, config: TrainingConfig) -> TrainingData:
     """Token rows of the config's files (or the reference text), split into train and held-out rows."""
     files = config.data or (str(default_text_file()),)
     length = min(config.sequence_length, spec.inputs.max_length or config.sequence_length)
-    ids = _token_ids(spec.tokenizer, spec.inputs.vocab_size, tuple(files))
+    from harness.cache import file_digest
+
+    present = [path for path in files if Path(path).is_file()]
+    ids = _token_ids(spec.tokenizer, spec.inputs.vocab_size, tuple(files), tuple(map(file_digest, present)))
     count = ids.numel() // length
     if count < 2:
         raise ConfigError(f"TrainingConfig.data: {files} hold {ids.numel()} tokens, fewer than 2 rows of {length}")

@@ -7,11 +7,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.config import ConfigError
 from harness.training.config import TrainingConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -68,3 +72,16 @@ def preset(name: str) -> tuple[TrainingConfig, TaskConfig, EvalConfig]:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     return PRESETS[name]()
+
+
+def within_input_space(config: TrainingConfig, spec: ModelSpec) -> TrainingConfig:
+    """``config`` with micro-batches no larger than the spec's ``max_batch_size``: a larger batch is split into
+    the fewest equal micro-batches that fit, accumulated into one optimizer step (token-weighted, so the step is
+    the larger batch's). The harness's own presets go through this; a user's config is taken as given."""
+    limit = spec.inputs.max_batch_size
+    if config.batch_size <= limit:
+        return config
+    parts = math.ceil(config.batch_size / limit)
+    return config.replace(
+        batch_size=math.ceil(config.batch_size / parts), gradient_accumulation=config.gradient_accumulation * parts
+    )

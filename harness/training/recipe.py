@@ -18,6 +18,7 @@ import torch
 from harness.adapters import adapter_for, loss_of
 from harness.adapters.base import Batch
 from harness.spec import ModelSpec
+from harness.training.schedulers import ScheduleClaim
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.training.config import TrainingConfig
@@ -27,8 +28,41 @@ PIECES = ("configure_optimizers", "freeze", "unfreeze", "add_unfrozen", "schedul
 
 
 @dataclass(frozen=True)
+class FreezeClaim:
+    """Which parameters the recipe's ``freeze`` must freeze and which it must leave trainable (fnmatch patterns over
+    ``named_parameters(remove_duplicate=False)``, so a tied alias such as ``lm_head.weight`` is matched too).
+
+    Checked both ways by ``freeze_unfreeze``: after freeze every parameter matching ``must_freeze`` is frozen and
+    stays bitwise unchanged through an optimizer step, every one matching ``must_stay_trainable`` is trainable and
+    moves; a pattern that matches no parameter is itself a failure (a claim about nothing)."""
+
+    must_freeze: tuple[str, ...] = ()
+    must_stay_trainable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A setting of the user's that must change the loss (a loss-modifier weight, a flag), checked by ``knobs``.
+
+    ``set(model, value)`` applies a setting to a model (its config, a module attribute, the loss piece's state
+    reached through the model). Every value in ``values`` must change the loss from the baseline (every knob at
+    ``off``); two knobs set together must differ from each one alone; setting a knob back to ``off`` must
+    restore the baseline exactly (a disabled knob changes nothing)."""
+
+    name: str  # shown in result rows
+    set: Callable[[torch.nn.Module, Any], None]  # (model, value) -> None
+    values: tuple[Any, ...]  # settings that must each change the loss
+    off: Any  # the setting that disables the knob
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.values or not callable(self.set):
+            raise ValueError(f"Knob needs a name, a callable set and at least one value; got {self!r}")
+
+
+@dataclass(frozen=True)
 class TrainingRecipe:
-    """The user's training pieces; each one left as None is replaced by the harness default."""
+    """The user's training pieces; each one left as None is replaced by the harness default (with one exception:
+    ``add_unfrozen``, see :func:`resolve`). The claims below are checked by Tier 3, both ways."""
 
     configure_optimizers: Callable[..., Any] | None = None  # (model, config) -> optimizer or (optimizer, scheduler)
     freeze: Callable[[torch.nn.Module], None] | None = None  # model -> None: sets requires_grad False on the body
@@ -38,6 +72,12 @@ class TrainingRecipe:
     loss: Callable[[Any, Batch], torch.Tensor] | None = None  # (model outputs, batch) -> scalar loss
     name: str = ""  # shown in result rows
     schedules: tuple[ScheduleContract, ...] = ()  # the model's own named schedules, which Tier 3 also checks
+    freezes: FreezeClaim | None = None  # what freeze must freeze and leave trainable (freeze_unfreeze)
+    lr_multipliers: tuple[tuple[str, float], ...] = ()  # (pattern, lr / config.learning_rate) per parameter
+    knobs: tuple[Knob, ...] = ()  # settings that must change the loss (knobs)
+    schedule_claims: tuple[
+        ScheduleClaim, ...
+    ] = ()  # generic properties of the recipe's scheduler (scheduler_properties)
 
     def fingerprint(self) -> dict[str, str | None]:
         """Qualified names of the pieces (part of the run cache key)."""
@@ -80,6 +120,10 @@ def default_add_unfrozen(optimizer: torch.optim.Optimizer, model: torch.nn.Modul
     if missing:
         first = optimizer.param_groups[0]
         optimizer.add_param_group({"params": missing, "lr": first.get("initial_lr", first["lr"])})
+
+
+def keep_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+    """Nothing: the user's own optimizer is kept as the user built it (the harness never repairs it)."""
 
 
 def default_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig) -> Any:
@@ -161,4 +205,7 @@ def resolve(spec: ModelSpec) -> ResolvedRecipe:
         user = getattr(recipe, piece) if recipe is not None else None
         pieces[piece] = user if user is not None else DEFAULTS[piece]
         sources[piece] = "user" if user is not None else "harness"
+    if sources["add_unfrozen"] == "harness" and sources["configure_optimizers"] == "user":
+        # never repair the user's optimizer: adding what their code forgot would hide exactly that bug
+        pieces["add_unfrozen"], sources["add_unfrozen"] = keep_optimizer, "none (the user's optimizer as built)"
     return ResolvedRecipe(spec, pieces, sources, tuple(recipe.schedules) if recipe is not None else ())

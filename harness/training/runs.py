@@ -2,10 +2,13 @@
 
 :func:`train` trains a spec under a config and returns a :class:`TrainedRun` (run id, Lightning
 checkpoint, metrics history). The run is stored under ``harness.cache.cache_dir("runs")/<hash>/``
-(hash: :func:`harness.training.config.config_hash`), written to a temporary folder and renamed into
-place, under a file lock, so a second call (another test session, another xdist worker, another tier)
-reuses it instead of retraining. With ``db`` every run, cached or not, is recorded in the ExperimentDB
-with its metrics per step.
+(hash: :func:`harness.training.config.config_hash`, which covers the content of the data files, tokenizer, model
+code and weights), written to a scratch folder and renamed into place, under a file lock, so a second call
+(another test session, another xdist worker, another tier) reuses it instead of retraining. A scratch folder is
+removed when its run fails; one left by a killed process (its pid is in the name) is removed by the next run. With
+``db`` every run, cached or not, is recorded in the ExperimentDB with its metrics per step. Every file a config
+names is read before any work (:func:`harness.training.config.validate_inputs`); checkpoints are loaded with
+``weights_only=True``: nothing in them is unpickled.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,13 +29,14 @@ from typing import Any
 
 import torch
 
-from harness.cache import cache_dir
+from harness.cache import cache_dir, process_exists
 from harness.config import ConfigError
 from harness.spec import ModelSpec
-from harness.training.config import TrainingConfig, config_hash
+from harness.training.config import TrainingConfig, config_hash, load_checkpoint, validate_inputs
 
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "last.ckpt"
+SCRATCH = re.compile(r"^[0-9a-f]{16}\.(\d+)\.")  # a scratch folder: "<config hash>.<pid>.<random>"
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class TrainedRun:
     def load_model(self, spec: ModelSpec) -> torch.nn.Module:
         """The spec's model with the run's trained weights, in eval mode."""
         model = spec.build_model()
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        state = load_checkpoint(self.checkpoint, f"the checkpoint of run {self.run_id}")["state_dict"]
         model.load_state_dict({key.removeprefix("model."): value for key, value in state.items()})
         return model.eval()
 
@@ -99,6 +104,7 @@ def _fit(spec: ModelSpec, config: TrainingConfig, folder: Path, *, progress_bar:
         train_loader,
         val_loader if config.validate_every else None,
         ckpt_path=config.resume_from_checkpoint,
+        weights_only=True,  # a checkpoint is data: nothing in it is unpickled
     )
     final = trainer.validate(module, val_loader, verbose=False)[0]["val_loss"]
     trainer.save_checkpoint(folder / CHECKPOINT_FILE)
@@ -108,6 +114,28 @@ def _fit(spec: ModelSpec, config: TrainingConfig, folder: Path, *, progress_bar:
         {"history": history, "metrics": _final_metrics(history, float(final), float(initial))},
         (data.source if trainer.is_global_zero else ""),
     )
+
+
+def _remove_orphans(root: Path) -> None:
+    """Remove the scratch folders whose process is gone (a killed run's leftovers)."""
+    for entry in root.iterdir():
+        match = SCRATCH.match(entry.name)
+        if match and entry.is_dir() and not process_exists(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _stored(folder: Path) -> dict[str, Any] | None:
+    """The stored run in ``folder``, or None when there is none or it is incomplete (then it is removed)."""
+    try:
+        stored = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        stored = None
+    if not isinstance(stored, dict) or not Path(stored.get("checkpoint", "")).is_file():
+        shutil.rmtree(folder, ignore_errors=True)  # damaged by hand or by a disk error: train again
+        return None
+    return stored
 
 
 def _record(db: Any, spec: ModelSpec, config: TrainingConfig, stored: dict, extra: dict[str, Any]) -> str:
@@ -145,18 +173,23 @@ def train(
     """
     if config.task is not None and config.task != spec.task:
         raise ConfigError(f"TrainingConfig.task={config.task!r} but model {spec.name} is a {spec.task} model")
+    validate_inputs(config)
     key = config_hash(config, spec)
     root = cache_dir("runs")
     folder = root / key
     extra = {"sweep_id": sweep_id, "params": dict(params) if params else None, "name": name}
     with _locked(root / f"{key}.lock", processes=config.devices * config.num_nodes):
+        _remove_orphans(root)
         model = None
-        if (folder / RUN_FILE).exists():
-            stored = json.loads((folder / RUN_FILE).read_text())
-            cached = True
-        else:
-            scratch = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=root))
-            module, result, source = _fit(spec, config, scratch, progress_bar=progress_bar)
+        stored = _stored(folder)
+        cached = stored is not None
+        if stored is None:
+            scratch = Path(tempfile.mkdtemp(prefix=f"{key}.{os.getpid()}.", dir=root))
+            try:
+                module, result, source = _fit(spec, config, scratch, progress_bar=progress_bar)
+            except BaseException:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise
             model = module.model
             if not module.trainer.is_global_zero:
                 shutil.rmtree(scratch, ignore_errors=True)
@@ -176,7 +209,6 @@ def train(
                 os.replace(scratch, folder)
             except OSError:  # another process stored the same run first: keep theirs
                 shutil.rmtree(scratch, ignore_errors=True)
-            cached = False
     run_id = _record(db, spec, config, stored, {**extra, "cached": cached}) if db is not None else f"run-{key}"
     return TrainedRun(
         run_id,

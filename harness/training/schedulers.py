@@ -30,6 +30,55 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+
+@dataclass(frozen=True)
+class ArgumentRange:
+    """The range of one scheduler argument that the scheduler check fuzzes (bounds included)."""
+
+    low: float
+    high: float
+    integer: bool = True  # an int argument (a number of steps); False: a real number
+
+    def __post_init__(self) -> None:
+        if not self.low <= self.high:
+            raise ValueError(f"ArgumentRange needs low <= high, got low={self.low}, high={self.high}")
+
+
+Duration = str | Callable[[dict[str, Any]], int]
+"""A phase's length in steps: the name of a scheduler argument, or a function of all of them."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of a schedule: its length and its direction (+1 non-decreasing, -1 non-increasing, 0 constant,
+    None: no claim). A length of zero means the phase does not happen at all."""
+
+    name: str
+    duration: Duration
+    direction: int | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleClaim:
+    """What the user states about their scheduler, so that ``scheduler_properties`` can hold it to generic
+    properties over the stated argument ranges instead of to any formula of the harness's.
+
+    The recipe's scheduler is driven with ``TrainingConfig(scheduler=name, scheduler_kwargs=<fuzzed arguments>)``.
+    At every step the multiplier (lr / initial lr of each param group in ``groups``) is finite and >= 0; inside a
+    phase it moves in the phase's direction; a phase of length zero takes no step (the next one starts there, so a
+    zero read as "use the default" shows); at every phase boundary it is continuous (no larger step than inside the
+    adjacent phases) unless ``jumps`` allows a jump there; from the end of the last phase on it equals ``end_value``.
+    Arguments the factory refuses (a ValueError or TypeError naming them) are skipped and counted."""
+
+    name: str  # a registered scheduler name (register_scheduler; TrainingConfig validates it) the recipe is driven with
+    arguments: tuple[tuple[str, ArgumentRange], ...]  # every fuzzed argument and its range
+    phases: tuple[Phase, ...]  # consecutive phases from step 0
+    end_value: str | float | None = None  # the multiplier held after the last phase: an argument's name or a number
+    jumps: tuple[tuple[str, Callable[[dict[str, Any]], float]], ...] = ()  # phase name -> largest jump at its start
+    groups: tuple[str, ...] = ()  # param-group names the claim is about (empty: every group)
+    constants: tuple[tuple[str, Any], ...] = ()  # scheduler_kwargs passed as they are (not fuzzed)
+
+
 # Argument validation: errors name the parameter and the value.
 
 
@@ -278,6 +327,35 @@ def cosine_arguments(horizon: int) -> Any:
     return arguments()
 
 
+def _builtin_claims() -> tuple[Any, ...]:
+    """The ScheduleClaims of the generic schedules above: what Tier 3 holds them to (the same generic properties
+    as any user's scheduler), over arguments whose schedules fit in 60 steps."""
+    cosine = ScheduleClaim(
+        "cosine-warmup",
+        arguments=(
+            ("total_steps", ArgumentRange(1, 55)),
+            ("warmup_steps", ArgumentRange(0, 54)),
+            ("min_lr_ratio", ArgumentRange(0.0, 1.0, integer=False)),
+        ),  # fmt: skip
+        phases=(
+            Phase("warmup", "warmup_steps", +1),
+            Phase("decay", lambda a: a["total_steps"] - a["warmup_steps"], -1),
+        ),
+        end_value="min_lr_ratio",
+    )
+    warmup = ScheduleClaim(
+        "warmup-only",
+        arguments=(("warmup_steps", ArgumentRange(0, 55)), ("start_factor", ArgumentRange(0.0, 1.0, integer=False))),
+        phases=(Phase("warmup", "warmup_steps", +1),),
+        end_value=1.0,
+    )
+    return cosine, warmup
+
+
+BUILTIN_CLAIMS = _builtin_claims()
+"""ScheduleClaims of ``cosine-warmup`` and ``warmup-only`` (see :class:`harness.training.recipe.ScheduleClaim`)."""
+
+
 Expectations = tuple[dict[int, float], list[tuple[int, int, int]]]
 """Documented multipliers ``{step: value}`` and monotone stretches ``(start, end, +1 up / -1 down)``."""
 
@@ -298,6 +376,7 @@ class ScheduleContract:
 
 
 __all__ = [
+    "BUILTIN_CLAIMS",
     "SCHEDULERS",
     "CosineWithWarmup",
     "PlateauAdaptive",
