@@ -269,14 +269,7 @@ def test_no_check_steps_above_the_stated_maximum(bounded: str) -> None:
             for shape in result.details.get("input_shapes", [])
         ):
             over[name] = result.got
-    assert set(over) == set(PENDING_CHUNKING if bounded == "digits" else {}), over
-
-
-PENDING_CHUNKING = {
-    "onnx_int8_accuracy": "harness/checks/export.py runs the adapter's real_batch_size (256 images) in one forward",
-}
-"""Checks in other owners' files that still exceed the input space (they need chunked forwards, not a clamp: the
-exact change is in the issue-17 notes); an entry comes out when its check is fixed."""
+    assert not over, over
 
 
 # 9. messages say only what was established; rules are whole sentences -------------------------------------------

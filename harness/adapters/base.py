@@ -59,6 +59,11 @@ class Adapter:
         """The loss the model computes itself when given labels."""
         raise NotImplementedError
 
+    def takes_plain_inputs(self, model: torch.nn.Module) -> bool:
+        """Whether ``model`` is a plain module for this task: called positionally, returning its primary output
+        (logits) and no loss of its own."""
+        return False
+
     def raw_output(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch, **extra: Any) -> Any:
         """The model's own output object for the batch's inputs (no labels), with ``extra`` keywords such as
         ``output_attentions=True``; :meth:`forward` reads the task's output from the same call."""

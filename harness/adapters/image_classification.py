@@ -42,6 +42,9 @@ class ImageClassificationAdapter(Adapter):
         labels = torch.randint(0, spec.inputs.num_classes, (batch_size,), generator=generator)
         return {"pixel_values": pixels, "labels": labels}  # (B, C, H, W), (B,)
 
+    def takes_plain_inputs(self, model: torch.nn.Module) -> bool:
+        return is_plain(model)
+
     def raw_output(self, spec: ModelSpec, model: torch.nn.Module, batch: Batch, **extra: Any) -> Any:
         """By keyword, or positionally for a plain module (which takes no ``extra`` keywords)."""
         if is_plain(model):

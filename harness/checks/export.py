@@ -17,6 +17,7 @@ import torch
 from hypothesis import strategies as st
 
 from harness.adapters import adapter_for
+from harness.adapters.base import select_rows
 from harness.checks.base import CheckOptions, register, shapes_unrecorded, skipped, verdict
 from harness.checks.fuzz import Violation, fuzz
 from harness.checks.inputs import seeded_generator
@@ -403,11 +404,11 @@ def check_onnx_int8_accuracy(spec: ModelSpec, model: torch.nn.Module, *, options
         run = _onnx_runner("onnx-int8", "all")(exports)
     except ExportError as error:
         return _export_failure(spec, "onnx_int8_accuracy", error, options)
-    eager = exports.wrapper()
-    inputs = export_inputs(spec, batch)
-    with torch.no_grad():
-        reference = eager(*inputs.values())
-    got = run(inputs)
+    eager, rows, size = exports.wrapper(), len(next(iter(batch.values()))), spec.inputs.max_batch_size
+    chunks = [export_inputs(spec, select_rows(batch, slice(start, start + size))) for start in range(0, rows, size)]
+    with torch.no_grad():  # in batches the input space allows
+        reference = torch.cat([eager(*inputs.values()) for inputs in chunks])
+    got = torch.cat([run(inputs) for inputs in chunks])
     hint = ("Weights with outliers (one large value per channel rounds the rest to zero), or a layer that "
             "should stay float (keep it out of quantization, or use static quantization with calibration).")  # fmt: skip
     if adapter.output_kind == "embedding":  # no labels: closeness to eager is the accuracy

@@ -458,7 +458,7 @@ def _labelled_call(
     recipe = resolve(spec)
     raw = recipe.forward(model, batch)
     outputs = adapter.outputs_of(spec, raw, batch) if hasattr(adapter, "outputs_of") else logits_of(raw)
-    return outputs, recipe.pieces["loss"](raw, batch)
+    return outputs, recipe.loss_of(raw, batch)
 
 
 @contextlib.contextmanager

@@ -173,17 +173,27 @@ class ResolvedRecipe:
         return optimizer, scheduler
 
     def forward(self, model: torch.nn.Module, batch: Batch) -> Any:
-        """The model's raw outputs given the batch's inputs and labels."""
+        """The model's raw outputs given the batch's inputs and labels (a plain module's: its logits, called
+        positionally without labels)."""
         adapter = adapter_for(self.spec)
+        if adapter.takes_plain_inputs(model):
+            return adapter.raw_output(self.spec, model, batch)
         if hasattr(adapter, "model_inputs"):
             inputs = adapter.model_inputs(self.spec, model, batch)
         else:
             inputs = {key: value for key, value in batch.items() if key != "labels"}
         return model(**inputs, labels=batch["labels"])
 
+    def loss_of(self, outputs: Any, batch: Batch) -> torch.Tensor:
+        """The loss piece applied to raw outputs; where the harness's default stands in and the outputs are a
+        plain module's logits (no loss of its own), the task's loss of those logits."""
+        if self.sources["loss"] == "harness" and isinstance(outputs, torch.Tensor):
+            return adapter_for(self.spec).reference_loss(self.spec, outputs, batch).mean()
+        return self.pieces["loss"](outputs, batch)
+
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """The training loss of a batch: the loss piece applied to the model's outputs."""
-        return self.pieces["loss"](self.forward(model, batch), batch)
+        return self.loss_of(self.forward(model, batch), batch)
 
     def freeze(self, model: torch.nn.Module) -> None:
         self.pieces["freeze"](model)
