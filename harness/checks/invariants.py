@@ -272,7 +272,7 @@ def check_causality(spec: ModelSpec, model: torch.nn.Module, *, options: CheckOp
             spec,
             "causality",
             passed=False,
-            measured=None,
+            measured=math.nan if where else noise,  # the probe's non-finite output, or how far the forwards differ
             threshold=tolerance.atol,
             tolerance=tolerance.as_dict(),
             expected="finite, deterministic eval outputs, without which causality cannot be judged",
