@@ -56,7 +56,7 @@ def sequence_specs(draw: st.DrawFn, *, min_max_length: int = 1) -> ModelSpec:
     """Sequence specs with varied bounds (min_length up to max_length, small batches and vocabularies)."""
     max_length = draw(st.integers(min_max_length, 24))
     min_length = draw(st.integers(1, max_length))
-    return _sequence_spec(min_length, max_length, draw(st.integers(2, 8)), draw(st.integers(1, 50)))
+    return _sequence_spec(min_length, max_length, draw(st.integers(2, 8)), draw(st.integers(2, 50)))
 
 
 # bounds ------------------------------------------------------------------------------------------

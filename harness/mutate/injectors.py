@@ -332,6 +332,10 @@ def _claims_causal(spec: ModelSpec) -> str | None:
     return None if spec.capabilities.is_causal else "the model does not declare itself causal"
 
 
+def _claims_mask(spec: ModelSpec) -> str | None:
+    return None if spec.capabilities.has_attention_mask else "the model takes no attention mask to drop"
+
+
 def _takes_labels(spec: ModelSpec) -> str | None:
     from harness.adapters import adapter_for
 
@@ -387,7 +391,7 @@ INJECTORS: dict[str, Injector] = {
             "forward replaces attention_mask by ones: padding is attended to",
             (1, 2),
             _inject_pre_hook(_drop_mask_hook),
-            _seen_by("padding_invariance"),
+            _seen_by("padding_invariance", _claims_mask),
         ),
         Injector(
             "eval_noise",
