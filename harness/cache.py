@@ -1,19 +1,27 @@
-"""Where the harness caches what it builds once (tokenizers, exports, trained runs), and the content digests its
-cache keys are made of.
+"""Where the harness caches what it builds once (tokenizers, exports, trained runs), the content digests its
+cache keys are made of, and the lock that lets processes share the cache.
 
 A cache key names everything a cached result depends on by content, never by name alone: a file by the SHA-256
 of its bytes (:func:`file_digest`), a model's code by its source files (:func:`code_digest`), its weights by their
 bytes (:func:`weights_digest`), a tokenizer by its full serialisation (:func:`tokenizer_digest`). Change one byte
 of any of them and the key changes, so a stale result is never returned as a cached one.
+
+Sharing: pytest-xdist workers, later runs and other tiers use one cache folder. An artefact is written to a
+temporary name and renamed into place, and built under :func:`file_lock`: two processes asking for the same one
+build it once, the second waits and reuses it (a killed builder's lock is released by the kernel). Each test's
+uses are noted (:func:`record_use`), so its report row says what it cost and whether it came from the cache.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import inspect
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +32,48 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@dataclass(frozen=True)
+class CacheUse:
+    """One expensive artefact a test asked for: what it is, its content key, and whether it came from the cache."""
+
+    kind: str  # "export:onnx", "run", "tokenizer", ...
+    key: str
+    hit: bool
+    seconds: float  # time spent getting it (waiting for another worker's build included)
+
+
+_USES: list[CacheUse] = []
+
+
+def record_use(kind: str, key: str, *, hit: bool, seconds: float) -> None:
+    """Note that the current test got artefact ``kind``/``key``, from the cache (``hit``) or built now."""
+    _USES.append(CacheUse(kind, key, hit, round(seconds, 4)))
+
+
+def take_uses() -> list[CacheUse]:
+    """The artefacts used since the last call, each once, in order of first use: whether the first use found it in
+    the cache, and the seconds of every use together (the plugin takes them once per test: its row's costs)."""
+    merged: dict[tuple[str, str], CacheUse] = {}
+    for use in _USES:
+        first = merged.get((use.kind, use.key))
+        seconds = use.seconds + (first.seconds if first else 0.0)
+        merged[(use.kind, use.key)] = CacheUse(use.kind, use.key, first.hit if first else use.hit, round(seconds, 4))
+    _USES.clear()
+    return list(merged.values())
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created) for the block: one process at a time builds what the
+    lock guards. It is released when the block ends or its process dies; the waiter sleeps in the kernel."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def process_exists(pid: int) -> bool:

@@ -51,6 +51,15 @@ def _seed(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _shard(text: str) -> str:
+    from harness.shard import Shard
+
+    try:
+        return str(Shard.parse(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _workers(text: str) -> str:
     if text != "auto" and not text.isdigit():
         raise argparse.ArgumentTypeError(f"must be an integer >= 0 or 'auto', got {text!r}")
@@ -60,9 +69,11 @@ def _workers(text: str) -> str:
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The run's settings: the --config file (if any), then every flag given on the command line on top."""
     from harness.config import load_run_config
+    from harness.store.db import db_target
 
     config = load_run_config(args.config) if args.config else RunConfig()
     overrides = {
+        "db_path": db_target(config.db_path),  # the config file's, else $HARNESS_DB_URL
         "tiers": args.tier,
         "models": tuple(args.model) or None,
         "workers": args.workers,
@@ -120,6 +131,9 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
         command += ["--harness-db", config.db_path]
     if config.export.export_dir:
         command += ["--harness-artifacts-dir", config.export.export_dir]
+    for flag, value in (("shard", args.shard), ("durations", args.durations)):
+        if value is not None:  # harness.shard: --durations is read (and a bad file refused) by the plugin
+            command += [f"--harness-{flag}", value]
     deselected = tier4_deselection(config.export) if 4 in requested else []
     if deselected:
         command += ["-k", "not (" + " or ".join(deselected) + ")"]
@@ -132,7 +146,9 @@ def command_run(args: argparse.Namespace) -> int:
     import pytest
 
     command = pytest_arguments(args)
-    print("harness: pytest " + " ".join(command), flush=True)
+    from harness.store.backends import redact
+
+    print("harness: pytest " + " ".join(map(redact, command)), flush=True)
     return int(pytest.main(command))
 
 
@@ -242,10 +258,14 @@ def command_perf(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    """Render RUN_DIR/report.json to RUN_DIR/report.html."""
+    """Render RUN_DIR/report.json to RUN_DIR/report.html, or (``report merge DIR...``) merge shards' reports."""
     from harness.report.html import write_html
 
-    report = Path(args.run_dir) / "report.json"
+    if args.run_dir[0] == "merge":
+        return command_report_merge(args.run_dir[1:], args)
+    if len(args.run_dir) > 1 or args.out or args.run_id:
+        raise CliError("takes one RUN_DIR (or: harness report merge DIR... [--out DIR] [--run-id ID])")
+    report = Path(args.run_dir[0]) / "report.json"
     if not report.is_file():
         raise CliError(f"{report} does not exist (give the folder a run wrote, e.g. reports/<run-id>)")
     try:
@@ -255,20 +275,37 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_report_merge(folders: list[str], args: argparse.Namespace) -> int:
+    """Merge the shards' report folders into one report (harness.report.merge); exit 1 when it holds a failed or
+    error row, so the merge is the sharded run's gate."""
+    from harness.report.merge import read_shard, write_merged
+
+    if not folders:
+        raise CliError("merge takes the report folders of the shards: harness report merge DIR... [--out DIR]")
+    run_id = args.run_id or new_report_run_id()
+    out = Path(args.out or Path("reports") / run_id)
+    summary = write_merged([read_shard(folder) for folder in folders], out, run_id)["summary"]
+    counts = ", ".join(f"{n} {status}" for status, n in summary.items() if status != "total" and n)
+    print(f"harness: merged {len(folders)} shards: {summary['total']} checks ({counts}); report: {out / 'report.json'}")
+    return 1 if summary["failed"] or summary["error"] else 0
+
+
 def command_bundle(args: argparse.Namespace) -> int:
     """Write a reproducibility bundle (zip) of one ExperimentDB run."""
     from harness.store import ExperimentDB, default_db_path, write_bundle
+    from harness.store.backends import is_url, redact
+    from harness.store.db import db_target
 
-    db_path = Path(args.db) if args.db else default_db_path()
-    if not db_path.is_file():
-        raise CliError(f"no ExperimentDB at {db_path} (train something first, or pass --db)")
+    target = db_target(args.db) or default_db_path()
+    if not is_url(target) and not Path(target).is_file():
+        raise CliError(f"no ExperimentDB at {target} (train something first, or pass --db)")
     out = Path(args.out or f"bundle-{args.run_id}.zip")
     check_writable(out, "--out file", file=True)
     try:
-        with ExperimentDB(db_path) as db:
+        with ExperimentDB(target) as db:
             path = write_bundle(db, args.run_id, out, report_dir=Path(args.report_dir) if args.report_dir else None)
     except KeyError as error:
-        raise CliError(f"unknown run {args.run_id!r} in {db_path}: {error}") from None
+        raise CliError(f"unknown run {args.run_id!r} in {redact(str(target))}: {error}") from None
     except FileExistsError as error:
         raise CliError(str(error)) from None
     print(path)
@@ -301,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="device every check runs on: cpu, cuda, cuda:N or mps (default: cpu)")
     run.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="models' dtype (default: float32)")
     run.add_argument("--max-tokens", type=int, help="token budget of the checks' batches (batch x length)")
+    run.add_argument("--shard", type=_shard, help="run only shard K of N (like 2/3); `harness report merge` joins them")
+    run.add_argument("--durations", help="a report.json of an earlier run that balances --shard (the same for all)")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     run.set_defaults(handler=command_run)
 
@@ -322,13 +361,26 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--json", action="store_true", help="print JSON instead of a table")
     perf.set_defaults(handler=command_perf)
 
-    report = commands.add_parser("report", help="render RUN_DIR/report.json as a one-file HTML page")
-    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. reports/<run-id>")
+    report = commands.add_parser(
+        "report", help="render RUN_DIR/report.json as a one-file HTML page; `report merge DIR...` joins shards"
+    )
+    report.add_argument(
+        "run_dir",
+        nargs="+",
+        metavar="RUN_DIR | merge DIR...",
+        help="a run folder, e.g. reports/<run-id>; or merge and the report folders of the N shards of one run",
+    )
+    report.add_argument("--out", help="merge: the merged report's folder, never overwritten (default: reports/RUN_ID)")
+    report.add_argument("--run-id", help="merge: the merged report's run id (default: UTC time + random suffix)")
     report.set_defaults(handler=command_report)
 
     bundle = commands.add_parser("bundle", help="zip a run's config, environment, metrics and reports")
     bundle.add_argument("run_id", metavar="RUN_ID", help="an ExperimentDB run id (a training run, not a report's)")
-    bundle.add_argument("--db", help="the ExperimentDB (default: $HARNESS_DB or reports/experiments.db)")
+    bundle.add_argument(
+        "--db",
+        help="the ExperimentDB: an SQLite file or a postgresql:// URL "
+        "(default: $HARNESS_DB_URL, else $HARNESS_DB or reports/experiments.db)",
+    )
     bundle.add_argument("--out", help="the zip to write (default: bundle-RUN_ID.zip; never overwritten)")
     bundle.add_argument("--report-dir", help="a run folder whose reports and plots go into the bundle")
     bundle.set_defaults(handler=command_bundle)

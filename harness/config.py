@@ -192,7 +192,7 @@ class RunConfig:
     hypothesis_profile: str = "ci"
     trust_model_code: bool = False
     export: ExportSettings = field(default_factory=ExportSettings)
-    db_path: str | None = None  # ExperimentDB file
+    db_path: str | None = None  # ExperimentDB: an SQLite file or a postgresql:// URL (default: $HARNESS_DB_URL)
     pytest_args: tuple[str, ...] = ()  # passed to pytest as they are
 
 

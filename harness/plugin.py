@@ -8,8 +8,9 @@ does not use the harness. Importing the plugin only registers the Hypothesis pro
 
 The harness is *active* in a session, and only then applies its settings (:func:`activate`: the Hypothesis
 profile of :func:`harness.strategies.load_default_hypothesis_profile` unless ``--hypothesis-profile`` chose one,
-``HF_HUB_OFFLINE=1`` and ``TOKENIZERS_PARALLELISM=false`` unless already set, one OpenMP thread per core on each
-pytest-xdist worker), when the session
+``HF_HUB_OFFLINE=1``, ``TOKENIZERS_PARALLELISM=false`` and torch.compile's kernel cache in the harness's cache
+folder unless already set, intra-op threads for the cores
+actually free, shared by the run's xdist workers: :mod:`harness.threads`), when the session
 
 1. selects the harness's suites: pytest loads ``suites/conftest.py`` exactly when a path under ``suites/`` is
    collected, and that conftest activates the harness in its ``pytest_configure`` (before any suite module is
@@ -47,6 +48,7 @@ import pytest
 import harness.strategies  # registers (never loads) the profiles before Hypothesis's plugin loads one
 from harness import hookspecs
 from harness.sandbox import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, STREAM_ENVIRONMENT, SandboxedCase
+from harness.threads import ThreadPlan
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -55,12 +57,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from harness.placement import Placement
     from harness.result import CheckResult
     from harness.sandbox import Limits, SandboxedRun
+    from harness.shard import Durations, Shard
     from harness.spec import ModelSpec
 
 SESSION_KEY = pytest.StashKey["HarnessSession"]()
+THREADS_KEY = pytest.StashKey[ThreadPlan]()
 ROW_PROPERTY = "harness.row"
 CASE_PROPERTY = "harness.case"
 SANDBOX_INPUT = "harness_sandbox"  # the workerinput key of the sandboxed session's outcome
+SHARD_OUTPUT = "harness_shard"  # the workeroutput key of the shard's split (the controller collects nothing)
 
 
 class HarnessWarning(UserWarning):
@@ -137,15 +142,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--harness-db",
-        default=None,
-        metavar="FILE",
-        help="also record every report row in this ExperimentDB (SQLite), tagged with the run id",
+        default=os.environ.get("HARNESS_DB_URL") or None,
+        metavar="FILE|URL",
+        help="also record every report row in this ExperimentDB, tagged with the run id: an SQLite FILE or a "
+        "postgresql://USER@HOST[:PORT]/DBNAME URL. Default: $HARNESS_DB_URL, else none",
     )
     group.addoption(
         "--harness-artifacts-dir",
         default=None,
         metavar="DIR",
-        help="where exports are written (default: exports/ beside report.json)",
+        help="where exports are cached, keyed by content and shared by workers and runs (default: "
+        "$HARNESS_CACHE_DIR/exports, i.e. ~/.cache/ml-harness/exports)",
     )
     group.addoption(
         "--harness-device",
@@ -166,6 +173,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="INT",
         help="token budget: the checks' sequence batches hold at most this many tokens (batch x length), by "
         "capping each model's max_length at INT // max_batch_size. Default: no budget",
+    )
+    group.addoption(
+        "--harness-shard",
+        default=None,
+        metavar="K/N",
+        help="run only shard K of N of the harness's cases (the same split on every machine; `harness report "
+        "merge` joins the N reports). Default: every case",
+    )
+    group.addoption(
+        "--harness-durations",
+        default=None,
+        metavar="FILE",
+        help="a report.json of an earlier run whose recorded seconds balance --harness-shard (give every shard "
+        "the same file). Default: every case weighs the same",
     )
 
 
@@ -190,11 +211,14 @@ class HarnessSession:
                 f"--harness-run-id may hold letters, digits, '-', '_' and '.'; got {self.report_run_id!r}"
             )
         self.placement, self.max_tokens = _placement(config)
+        self.sharding = _sharding(config)
+        self.shard_record: dict[str, Any] | None = None  # what --harness-shard selected (this report's "shard")
         self.report_path = self._report_path()
         if self.is_controller:
             self._check_outputs()  # before any check runs: a bad folder or database costs nothing, loses nothing
         self.rows: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, str] = {}
+        self._setup_s: dict[str, float] = {}  # test id -> seconds of its setup phase (model build, fixtures)
         self._specs: list[ModelSpec] | None = None
         self._models: dict[str, torch.nn.Module] = {}
         self.limits = _limits(config)
@@ -240,6 +264,13 @@ class HarnessSession:
         """pytest-xdist: each worker replays the sandboxed rows the controller got (it never starts a sandbox)."""
         if self.sandboxed is not None:
             node.workerinput[SANDBOX_INPUT] = self.sandboxed.to_json()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """pytest-xdist: the controller learns the shard's split from its workers (it collects nothing itself)."""
+        record = getattr(node, "workeroutput", {}).get(SHARD_OUTPUT)
+        if record is not None:
+            self.shard_record = json.loads(record)
 
     def _check_outputs(self) -> None:
         """UsageError unless the report folder takes this run's files without overwriting any (an existing
@@ -294,9 +325,11 @@ class HarnessSession:
     def options(self) -> CheckOptions:
         from harness.checks import CheckOptions
 
-        artifacts = self.config.getoption("harness_artifacts_dir") or self.report_path.parent / "exports"
-        return CheckOptions(
-            seed=self.seed, artifacts_dir=str(artifacts), device=self.placement.device, dtype=self.placement.dtype
+        return CheckOptions(  # artifacts_dir None: the shared, content-keyed export cache (harness.export)
+            seed=self.seed,
+            artifacts_dir=self.config.getoption("harness_artifacts_dir"),
+            device=self.placement.device,
+            dtype=self.placement.dtype,
         )
 
     def cases(self, tier: int) -> list[Any]:
@@ -341,17 +374,22 @@ class HarnessSession:
             return
         if report.failed and ROW_PROPERTY not in properties:
             self._failures.setdefault(report.nodeid, f"{report.when}: {report.longreprtext[-2000:]}")
+        if report.when == "setup":
+            self._setup_s[report.nodeid] = round(report.duration, 4)
         if report.when == "call" and ROW_PROPERTY in properties:
-            self.rows[report.nodeid] = {"test_id": report.nodeid, **json.loads(properties[ROW_PROPERTY])}
-            self.rows[report.nodeid].setdefault("duration_s", round(report.duration, 4))  # a replayed row has its own
+            row = {"test_id": report.nodeid, **json.loads(properties[ROW_PROPERTY])}
+            row.setdefault("duration_s", round(report.duration, 4))  # a replayed row has its own
+            row.setdefault("setup_s", self._setup_s.get(report.nodeid, 0.0))
+            self.rows[report.nodeid] = row
         if report.when == "teardown" and report.nodeid in self._failures and report.nodeid not in self.rows:
             case = json.loads(properties[CASE_PROPERTY])
-            self.rows[report.nodeid] = _error_row(report.nodeid, case, self._failures[report.nodeid], self.seed)
+            row = _error_row(report.nodeid, case, self._failures[report.nodeid], self.seed)
+            self.rows[report.nodeid] = {**row, "setup_s": self._setup_s.get(report.nodeid, 0.0)}
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if not self.is_controller or not self.rows:
-            return
+        if not self.is_controller or not (self.rows or self.shard_record):
+            return  # a shard writes its report even when it holds no case: the merge counts every shard
         from hypothesis import settings
 
         from harness.report import build_report, environment, write_report
@@ -360,7 +398,11 @@ class HarnessSession:
         report = build_report(
             self.report_run_id,
             list(self.rows.values()),
-            {**environment(settings.get_current_profile_name(), workers), **self.placement.environment()},
+            {
+                **environment(settings.get_current_profile_name(), workers),
+                **self.placement.environment(),
+                "threads": self.config.stash[THREADS_KEY].environment(),
+            },
         )
         from harness.loading import PROVENANCE
 
@@ -370,6 +412,8 @@ class HarnessSession:
             report["scan_warnings"] = self.scan_warnings  # advice only: the sandbox is the boundary
         if self.sandboxed is not None:
             report["sandbox"] = {"startup_s": self.sandboxed.startup_s, "stopped": self.sandboxed.stopped}
+        if self.shard_record is not None:
+            report["shard"] = {**self.shard_record, "exitstatus": int(exitstatus)}
         self.config.hook.pytest_harness_report(report=report, config=self.config)
         write_report(report, self.report_path)
         from harness.report.html import write_html
@@ -423,6 +467,25 @@ def _placement(config: pytest.Config) -> tuple[Placement, int | None]:
     return placement, int(budget)
 
 
+def _sharding(config: pytest.Config) -> tuple[Shard, Durations] | None:
+    """``--harness-shard`` and the durations that balance it, or a UsageError in one line."""
+    from harness.shard import NO_DURATIONS, Shard, load_durations
+
+    text, durations = config.getoption("harness_shard"), config.getoption("harness_durations")
+    if text is None:
+        if durations is not None:
+            raise pytest.UsageError("--harness-durations balances --harness-shard K/N; give --harness-shard too")
+        return None
+    try:
+        shard = Shard.parse(text)
+    except ValueError as error:
+        raise pytest.UsageError(f"--harness-shard {error}") from None
+    try:
+        return shard, load_durations(durations) if durations else NO_DURATIONS
+    except ValueError as error:
+        raise pytest.UsageError(f"--harness-durations: {error}") from None
+
+
 def _limits(config: pytest.Config) -> Limits:
     from harness.sandbox import Limits
 
@@ -444,6 +507,8 @@ def _error_row(test_id: str, case: dict[str, Any], failure: str, seed: int) -> d
         "sample_size": 0,
         "seed": seed,
         "duration_s": 0.0,
+        "setup_s": 0.0,
+        "cache": None,  # what its setup got from the cache is unknown: the row was never recorded
         "expected": "the test to reach its check",
         "got": failure.splitlines()[-1] if failure else "an error",
         "hint": "The fixture or model build failed before the check ran; see the test's traceback.",
@@ -454,13 +519,29 @@ def _error_row(test_id: str, case: dict[str, Any], failure: str, seed: int) -> d
 
 def apply_settings(config: pytest.Config | None = None) -> None:
     """The process settings of a harness session (see the module docstring); each one a value already set keeps."""
-    worker = getattr(config, "workerinput", None)
-    if worker and "OMP_NUM_THREADS" not in os.environ:  # N workers on N cores: one intra-op thread each
-        threads = max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1)))
-        os.environ["OMP_NUM_THREADS"] = str(threads)
+    from harness.cache import cache_dir
+    from harness.threads import apply_plan, plan_threads
+
+    plan = plan_threads(_check_processes(config))  # the controller decides; its xdist workers inherit the plan
+    apply_plan(plan)
+    if config is not None:
+        config.stash[THREADS_KEY] = plan
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline by default: nothing downloads at run time
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir("inductor")))  # torch.compile's kernels, shared
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     harness.strategies.load_default_hypothesis_profile()
+
+
+def _check_processes(config: pytest.Config | None) -> int:
+    """How many processes of this run check models at once: the xdist worker count, else 1."""
+    if config is None:
+        return 1
+    worker = getattr(config, "workerinput", None)
+    if worker:
+        return int(worker.get("workercount", 1))
+    if getattr(config.option, "dist", "no") == "no":
+        return 1
+    return int(getattr(config.option, "numprocesses", 0) or 1)
 
 
 def activate(config: pytest.Config) -> HarnessSession:
@@ -513,14 +594,41 @@ def _harness_item(item: pytest.Item) -> HarnessSession | None:
     return item.config.stash.get(SESSION_KEY, None)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--harness-shard K/N``: deselect every harness case outside shard K (after ``-k`` and ``-m`` deselected
+    theirs); other tests are left alone. Every process computes the same split (:func:`harness.shard.plan`)."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None or session.sharding is None:
+        return
+    from harness.shard import ShardCase, plan
+
+    shard, durations = session.sharding
+    cases = [
+        ShardCase(item.nodeid, **item.callspec.params["harness_case"].identity)
+        for item in items
+        if _harness_item(item) and hasattr(item, "callspec")
+    ]
+    split = plan(cases, shard.count, durations)
+    outside = {case.test_id for case in cases} - set(split.shards[shard.index - 1])
+    if outside:
+        config.hook.pytest_deselected(items=[item for item in items if item.nodeid in outside])
+        items[:] = [item for item in items if item.nodeid not in outside]
+    session.shard_record = {**split.record(shard), "seed": session.seed}
+    if hasattr(config, "workeroutput"):
+        config.workeroutput[SHARD_OUTPUT] = json.dumps(session.shard_record)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item):
     """Building the model counts against the per-check wall-clock limit too (a hang there is an error)."""
     session = _harness_item(item)
     if session is None:
         return (yield)
+    from harness.cache import take_uses
     from harness.sandbox import wall_clock_limit
 
+    take_uses()  # uses an earlier test left unrecorded are not this test's costs
     with wall_clock_limit(session.limits.timeout_s):
         return (yield)
 
@@ -605,7 +713,13 @@ def record_check(request: pytest.FixtureRequest):
 
 
 def _record_row(node: pytest.Item, row: dict[str, Any]) -> None:
-    """Attach ``row`` as the test's report row, then fail, skip or warn as its status says."""
+    """Attach ``row`` as the test's report row, with the artefacts its setup and check got from the cache (a row
+    replayed from the sandbox keeps its own), then fail, skip or warn as its status says."""
+    from harness.cache import take_uses
+    from harness.report import cache_field
+
+    uses = cache_field(take_uses())
+    row = {**row, "cache": row.get("cache", uses)}
     properties = node.user_properties
     properties.append((ROW_PROPERTY, json.dumps(row, allow_nan=False)))
     for key in ("status", "measured", "threshold", "sample_size", "seed"):

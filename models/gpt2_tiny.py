@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from functools import lru_cache
 from pathlib import Path
 
-from harness.cache import cache_dir
+from harness.cache import cache_dir, record_use
 from harness.data import reference_text
 from harness.spec import Capabilities, InputSpace, ModelSpec
 
@@ -48,8 +49,10 @@ def build_tokenizer():
 
     key = hashlib.sha256(f"{VOCAB_SIZE}-{SPECIAL_TOKENS}-{tokenizers.__version__}".encode()).hexdigest()[:12]
     path = cache_dir("tokenizers") / f"gpt2-tiny-bpe-{key}.json"
-    if not path.exists():
+    started, hit = time.perf_counter(), path.exists()
+    if not hit:
         _train_tokenizer(path)
+    record_use("tokenizer", key, hit=hit, seconds=time.perf_counter() - started)
     return PreTrainedTokenizerFast(
         tokenizer_file=str(path),
         bos_token=SPECIAL_TOKENS[EOS_ID],

@@ -1,5 +1,7 @@
 """A writer process for the ExperimentDB crash and concurrency tests (run as a script, not collected by pytest).
 
+DB is an SQLite file path or a postgresql:// URL.
+
 python tests/store_writer.py loop DB PROGRESS METRICS_PER_STEP
     start one run, then log steps 0, 1, 2, ... (METRICS_PER_STEP metrics per step, one transaction each);
     after each commit, append the number of committed steps to PROGRESS and flush. Runs until killed
@@ -20,7 +22,7 @@ from harness.store import ExperimentDB
 MAX_STEPS = 100_000  # a loop writer nobody kills stops here
 
 
-def loop(db_path: Path, progress_path: Path, metrics_per_step: int) -> None:
+def loop(db_path: str, progress_path: Path, metrics_per_step: int) -> None:
     with ExperimentDB(db_path) as db, progress_path.open("a") as progress:
         run_id = db.start_run(name="killed", config={"kind": "loop"}, model="writer", seed=0)
         progress.write(f"run {run_id}\n")
@@ -31,7 +33,7 @@ def loop(db_path: Path, progress_path: Path, metrics_per_step: int) -> None:
             progress.flush()
 
 
-def batch(db_path: Path, go_path: Path, tag: str, runs: int, steps: int) -> None:
+def batch(db_path: str, go_path: Path, tag: str, runs: int, steps: int) -> None:
     while not go_path.exists():
         time.sleep(0.005)
     with ExperimentDB(db_path) as db:
@@ -46,8 +48,8 @@ def batch(db_path: Path, go_path: Path, tag: str, runs: int, steps: int) -> None
 if __name__ == "__main__":
     mode, *arguments = sys.argv[1:]
     if mode == "loop":
-        loop(Path(arguments[0]), Path(arguments[1]), int(arguments[2]))
+        loop(arguments[0], Path(arguments[1]), int(arguments[2]))
     elif mode == "batch":
-        batch(Path(arguments[0]), Path(arguments[1]), arguments[2], int(arguments[3]), int(arguments[4]))
+        batch(arguments[0], Path(arguments[1]), arguments[2], int(arguments[3]), int(arguments[4]))
     else:
         raise SystemExit(f"mode must be 'loop' or 'batch', got {mode!r}")

@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-HARNESS_ENV = ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS", "HYPOTHESIS_PROFILE", "CI")
+HARNESS_ENV = ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
+               "TORCHINDUCTOR_CACHE_DIR", "HYPOTHESIS_PROFILE", "CI")  # fmt: skip
 
 FOREIGN_CONFTEST = """
 import pytest
@@ -67,7 +68,8 @@ def test_hypothesis_keeps_its_defaults():
 
 
 def test_no_harness_environment():
-    for name in ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS"):
+    for name in ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+                 "TORCHINDUCTOR_CACHE_DIR"):  # fmt: skip
         assert name not in os.environ, name
 
 

@@ -6,6 +6,7 @@ The browser is Debian's chromium (`.ci/run` installs it); without it these tests
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -76,6 +77,46 @@ def test_the_browser_check_sees_a_broken_plot_and_a_script_error(tmp_path):
     attributes = body_attributes(dom_after_load(page, tmp_path))
     assert int(attributes["plots-visible"]) == int(attributes["plots"]) - 1
     assert "undefinedFunction" in attributes.get("errors", "")
+
+
+def timed_report(count: int = 12) -> dict:
+    """``count`` rows whose costs (setup + call seconds) are all different: check ``c{i}`` costs ``i + 0.5`` s."""
+    cached = {"hit": True, "uses": [{"kind": "run", "key": "k", "hit": True, "seconds": 0.1}]}
+    built = {"hit": False, "uses": [{**cached["uses"][0], "hit": False}, {"kind": "tokenizer", "key": "t", "hit": True, "seconds": 0.2}]}  # fmt: skip
+    rows = []
+    for i in random.Random(0).sample(range(count), count):
+        rows.append({**row(f"c{i}"), "duration_s": float(i), "setup_s": 0.5, "cache": [None, cached, built][i % 3]})
+    return build_report("timed", rows, environment("ci", 0))
+
+
+def slowest_rows(page: str) -> list[list[str]]:
+    """The cells of the "Ten slowest checks" table (the page as written or as the browser holds it)."""
+    table = re.search(r"<table id=['\"]slowest-checks['\"]>(.*?)</table>", page, re.S).group(1)
+    return [re.findall(r"<td>(.*?)</td>", line) for line in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]]
+
+
+def test_the_ten_slowest_checks_are_listed_slowest_first_with_their_seconds_and_cache():
+    cells = slowest_rows(render_html(timed_report()))
+    assert [cell[2] for cell in cells] == [f"c{i}" for i in range(11, 1, -1)]  # the two fastest are left out
+    assert cells[0] == ["suites/t::test[c11]", "m", "c11", "11.50", "0.50", "11.00", "built 1 of 2"]
+    assert [cell[6] for cell in cells[:3]] == ["built 1 of 2", "hit", "no cached artefact"]  # c11, c10, c9
+
+
+def test_a_run_of_fewer_than_ten_checks_lists_them_all_and_an_old_report_renders():
+    report = timed_report(4)
+    assert [cell[2] for cell in slowest_rows(render_html(report))] == ["c3", "c2", "c1", "c0"]
+    for old in report["rows"]:
+        del old["setup_s"], old["cache"]  # a schema 1.0 report
+    assert [cell[3] for cell in slowest_rows(render_html(report))] == ["3.00", "2.00", "1.00", "0.00"]
+
+
+@needs_browser
+def test_the_browser_shows_the_slowest_checks_table(tmp_path):
+    page = write_html(write_report(timed_report(), tmp_path / "report.json"))
+    dom = dom_after_load(page, tmp_path)
+    assert "errors" not in body_attributes(dom)
+    cells = slowest_rows(dom)
+    assert len(cells) == 10 and cells[0][2] == "c11" and cells[-1][2] == "c2"
 
 
 def test_every_failure_and_its_message_is_on_the_page():

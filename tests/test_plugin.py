@@ -34,7 +34,7 @@ COMMON = ("-p", "no:cacheprovider", "--hypothesis-profile", "ci")
 USER = "tests.user_models.custom_lm"
 WRONG = "tests.user_models.wrong_types"  # imports no torch: cheap usage-error runs
 TIER1_CHECKS = sorted(name for name, check in CHECKS.items() if check.tier == 1)
-TIMING_FIELDS = ("duration_s",)
+TIMING_FIELDS = ("duration_s", "setup_s", "cache")
 
 
 def _environment(env) -> None:

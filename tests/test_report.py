@@ -9,12 +9,16 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from harness.cache import CacheUse
 from harness.report import (
     SCHEMA_PATH,
+    SCHEMA_VERSION,
     STATUSES,
     build_report,
+    cache_field,
     environment,
     load_schema,
+    row_seconds,
     validate_report,
     write_report,
 )
@@ -82,7 +86,7 @@ def test_build_report_sorts_rows_and_counts_every_status():
         "skipped": 1,
         "error": 0,
     }
-    assert (report["schema_version"], report["run_id"]) == ("1.0", "run-7")
+    assert (report["schema_version"], report["run_id"]) == (SCHEMA_VERSION, "run-7") and SCHEMA_VERSION == "1.1"
     created = _dt.datetime.fromisoformat(report["created"])
     assert created.utcoffset() == _dt.timedelta(0)
     assert abs((_dt.datetime.now(_dt.UTC) - created).total_seconds()) < 60
@@ -182,12 +186,50 @@ def test_a_raw_non_finite_float_is_never_written_as_non_standard_json(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
 
 
+def test_a_schema_1_0_report_without_the_cost_fields_is_still_valid():
+    report = build_report("r", [_row("t::a")], _env())
+    report["schema_version"] = "1.0"
+    assert "setup_s" not in report["rows"][0] and "cache" not in report["rows"][0]
+    validate_report(report)
+
+
+def test_the_cache_field_says_hit_only_when_every_artefact_came_from_the_cache():
+    built = CacheUse("export:onnx", "k1", hit=False, seconds=2.5)
+    cached = CacheUse("run", "k2", hit=True, seconds=0.01)
+    assert cache_field([]) is None  # the test used no cached artefact
+    assert cache_field([cached]) == {"hit": True, "uses": [{"kind": "run", "key": "k2", "hit": True, "seconds": 0.01}]}
+    mixed = cache_field([cached, built])
+    assert mixed["hit"] is False and [use["kind"] for use in mixed["uses"]] == ["run", "export:onnx"]
+    for cache in (None, mixed):
+        report = build_report("r", [{**_row("t::a"), "setup_s": 1.5, "cache": cache}], _env())
+        validate_report(report)
+        assert row_seconds(report["rows"][0]) == pytest.approx(1.51)
+
+
+@pytest.mark.parametrize(
+    "cost",
+    [
+        {"setup_s": -1.0},
+        {"cache": {"hit": "yes", "uses": []}},
+        {"cache": {"hit": True, "uses": []}},
+        {"cache": {"hit": True, "uses": [{"kind": "run", "key": "k", "hit": True}]}},
+        {"cache": True},
+    ],
+    ids=["negative-setup", "hit-text", "no-uses", "use-without-seconds", "bare-bool"],
+)
+def test_malformed_cost_fields_are_refused(cost):
+    report = build_report("r", [{**_row("t::a"), **cost}], _env())
+    with pytest.raises(jsonschema.ValidationError):
+        validate_report(report)
+
+
 def test_the_plugins_error_row_is_valid():
     from harness.plugin import _error_row
 
     case = {"tier": 1, "model": "unit-model", "check": "causality"}
     row = _error_row("t::a", case, "setup: Traceback ...\nRuntimeError: weights missing", seed=5)
     assert row["status"] == "error" and row["seed"] == 5
+    assert row["cache"] is None and row["setup_s"] == 0.0
     assert row["got"] == "RuntimeError: weights missing"
     assert row["message"].startswith("unit-model: causality: error before the check ran")
     report = build_report("r", [row], _env())

@@ -1,6 +1,9 @@
 """ExperimentDB: every method round-trips, unknown ids raise KeyError naming them, migrations upgrade in place,
 newer and corrupt files are refused untouched, a SIGKILLed writer loses no committed row, and concurrent writer
 processes lose no rows.
+
+The tests taking ``db`` or ``store_target`` run on both backends, an SQLite file and a PostgreSQL database
+(tests/store_targets.py: those skip without a server); tests/test_store_postgres.py has PostgreSQL's own.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from store_targets import postgres_url, store_target  # noqa: F401  (fixtures)
 
 from harness.result import CheckResult, Status
-from harness.store import SCHEMA_VERSION, ExperimentDB, MetricRow, SchemaVersionError, StoreError
+from harness.store import SCHEMA_VERSION, ExperimentDB, MetricRow, SchemaVersionError, StoreError, backends
 from harness.store import db as db_module
 from harness.store.db import MIGRATIONS, apply_migrations
 
@@ -32,8 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def db(tmp_path: Path):
-    with ExperimentDB(tmp_path / "experiments.db") as store:
+def db(store_target: str | Path):  # noqa: F811
+    with ExperimentDB(store_target) as store:
         yield store
 
 
@@ -372,7 +376,7 @@ def test_a_lock_held_too_long_is_reported_as_a_lock_not_as_corruption(tmp_path: 
     holder = sqlite3.connect(path, isolation_level=None)  # rollback-journal mode: an exclusive lock blocks readers
     holder.execute("BEGIN EXCLUSIVE")
     holder.execute("CREATE TABLE t (x)")
-    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setattr(backends, "BUSY_TIMEOUT_MS", 50)
     try:
         with pytest.raises(StoreError, match="busy.db stayed locked by another process"):
             ExperimentDB(path)
@@ -391,8 +395,8 @@ def test_a_directory_path_is_refused(tmp_path: Path):
 # ---- crashes and concurrency ----
 
 
-def test_a_sigkilled_writer_leaves_every_committed_row_readable(tmp_path: Path):
-    path, progress = tmp_path / "killed.db", tmp_path / "progress.txt"
+def test_a_sigkilled_writer_leaves_every_committed_row_readable(store_target: str | Path, tmp_path: Path):  # noqa: F811
+    path, progress = store_target, tmp_path / "progress.txt"
     per_step = 25
     child = _writer("loop", path, progress, per_step, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
@@ -410,9 +414,7 @@ def test_a_sigkilled_writer_leaves_every_committed_row_readable(tmp_path: Path):
     run_id = lines[0].removeprefix("run ")
     committed = int([line for line in lines[1:-1] if line][-1])  # the last complete line
 
-    raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    raw.close()
+    _assert_intact(path)
     with ExperimentDB(path) as store:
         rows = store.metrics(run_id)
         steps = sorted({row.step for row in rows})
@@ -426,8 +428,8 @@ def test_a_sigkilled_writer_leaves_every_committed_row_readable(tmp_path: Path):
         assert store.get_run(run_id).status == "failed"
 
 
-def test_concurrent_writer_processes_lose_no_rows(tmp_path: Path):
-    path, go = tmp_path / "shared.db", tmp_path / "go"
+def test_concurrent_writer_processes_lose_no_rows(store_target: str | Path, tmp_path: Path):  # noqa: F811
+    path, go = store_target, tmp_path / "go"
     processes, runs, steps = 4, 5, 15
     children = [
         _writer("batch", path, go, f"w{index}", runs, steps, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -445,7 +447,26 @@ def test_concurrent_writer_processes_lose_no_rows(tmp_path: Path):
         )
         assert all(run.status == "finished" for run in all_runs)
         assert sum(len(store.metrics(run.run_id)) for run in all_runs) == processes * runs * steps
-    raw = sqlite3.connect(path)
-    assert raw.execute("SELECT count(*) FROM metrics").fetchone()[0] == processes * runs * steps
-    assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    raw.close()
+    assert _count_metrics(path) == processes * runs * steps
+    _assert_intact(path)
+
+
+def _count_metrics(target: str | Path) -> int:
+    """The metrics table's row count, read by the engine's own driver, not through the ExperimentDB."""
+    if isinstance(target, Path):
+        raw = sqlite3.connect(target)
+        count = raw.execute("SELECT count(*) FROM metrics").fetchone()[0]
+        raw.close()
+        return count
+    import psycopg
+
+    with psycopg.connect(target) as raw:
+        return raw.execute("SELECT count(*) FROM metrics").fetchone()[0]
+
+
+def _assert_intact(target: str | Path) -> None:
+    """SQLite's integrity check passes (a PostgreSQL server guards its own files)."""
+    if isinstance(target, Path):
+        raw = sqlite3.connect(target)
+        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        raw.close()

@@ -296,3 +296,60 @@ def test_the_fetch_step_downloads_mains_newest_artifact_or_fails(tmp_path_factor
     destination = fetch_destination(name, artifact)
     assert calls[-1] == f"run download 42 --repo owner/repo --name {artifact} --dir {destination}"
     assert (workspace / destination / "artifact.json").is_file()
+
+
+# The sharded run of sharded.yml: N shards of one split, and a merge that gates.
+
+
+def test_the_sharded_workflow_runs_every_shard_of_one_split_and_merges_them():
+    jobs = workflow("sharded.yml")["jobs"]
+    shards = jobs["shard"]["strategy"]["matrix"]["shard"]
+    assert shards == list(range(1, len(shards) + 1)) and len(shards) > 1
+    run = step_running("sharded.yml", "harness run").run
+    assert f'--shard "${{{{ matrix.shard }}}}/{len(shards)}"' in run  # K/N with N the number of matrix jobs
+    durations = re.search(r"\[ -f (\S+) \]", run).group(1)
+    assert f"--durations {durations}" in run
+    assert "matrix" not in durations  # every shard reads the same file, so every shard computes the same split
+    restore = next(step for step in jobs["shard"]["steps"] if "cache/restore" in step.get("uses", ""))
+    assert restore["with"]["path"] == durations and "restore-keys" not in restore["with"]  # an exact key
+    assert restore["with"]["key"] == "${{ needs.plan.outputs.durations-key }}"
+    uploaded = upload_of("sharded.yml", "harness-shard-${{ matrix.shard }}").step["with"]["path"].splitlines()
+    assert {Path(path).name for path in uploaded} == {"report.json", "junit.xml", "report.html"}
+    assert {str(Path(path).parent) for path in uploaded} == {"reports/shards/shard-${{ matrix.shard }}"}
+    assert '--run-id "shard-${{ matrix.shard }}"' in run and "--report-dir reports/shards" in run
+    merge = jobs["merge"]
+    assert merge["needs"] == "shard" and "!cancelled()" in merge["if"]  # merges, and gates, after a failed shard too
+    download = next(s for s in merge["steps"] if "download-artifact" in s.get("uses", ""))
+    assert download["with"]["pattern"] == "harness-shard-*" and download["with"]["path"] == "reports/shards"
+    assert "harness report merge reports/shards/*" in step_running("sharded.yml", "harness report merge").run
+    installs = {step.run for step in steps("sharded.yml") if step.step.get("name") == "Install"}
+    assert installs == {step_running("gate.yml", "pip install").run}  # the gate's install, in every job
+
+
+def _merge_workspace(tmp_path: Path, shards: list) -> Path:
+    """The merge job's folder after its download step: each shard's artifact in reports/shards/<artifact name>/."""
+    from tests.test_shard import write_shards
+
+    write_shards(shards, tmp_path / "reports" / "shards")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "case, returncode",
+    [("complete", 0), ("failed-row", 1), ("missing-shard", 2), ("two-splits", 2)],
+)
+def test_the_merge_step_passes_only_a_complete_clean_set_of_shards(tmp_path, case, returncode):
+    from tests.test_shard import shard_reports
+
+    shards = shard_reports(failed="t::c3" if case == "failed-row" else None, prefix="harness-shard-")
+    if case == "missing-shard":
+        shards = shards[:-1]
+    if case == "two-splits":
+        shards[1].report["shard"]["plan"] = "another split"
+    workspace = _merge_workspace(tmp_path, shards)
+    result = run_step(step_running("sharded.yml", "harness report merge"), workspace)
+    assert result.returncode == returncode, failure_message(result)
+    merged = workspace / "reports" / "merged" / "report.json"
+    assert merged.is_file() == (returncode != 2)  # a refused merge writes nothing
+    if returncode == 1:
+        assert json.loads(merged.read_text())["summary"]["failed"] == 1

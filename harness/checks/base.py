@@ -38,7 +38,7 @@ class CheckOptions:
     length: int = 16  # sequence length of the fixed batches, capped at the spec's max_length
     num_batches: int = 3  # batches back-propagated by the gradient-flow check
     repeats: int = 3  # repeated eval forwards in the determinism check (at least 3)
-    artifacts_dir: str | None = None  # where exports are written (None: a temporary folder)
+    artifacts_dir: str | None = None  # where exports are cached (None: the shared cache, harness.cache.cache_dir)
     device: str = "cpu"  # where the model runs (harness.placement: --harness-device)
     dtype: str = "float32"  # the model's floating dtype; every tolerance is this dtype's row (--harness-dtype)
     max_int8_excess_error: float = 2.0  # int8 export: RMS error at most this many times what int8 explains

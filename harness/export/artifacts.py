@@ -1,4 +1,12 @@
-"""Exported artefacts of one model, built on first use and cached per process by model fingerprint.
+"""Exported artefacts of one model, built on first use and cached on disk by content.
+
+The cache key (:func:`export_key`) is a hash of everything an export depends on: the spec's name, task and input
+space, the model's weights, the source files of its code, of its task's adapter and of this exporter, and the
+versions of torch, onnx and onnxruntime. Each format's file is written under a temporary name and renamed into
+place, then described by a small JSON record beside it (how it was made, or why it failed); both are made under
+a per-format file lock (:func:`harness.cache.file_lock`), so pytest-xdist workers and later runs asking for the
+same export build it once and the others wait and reuse it. A file without its record (a killed export) is
+rebuilt.
 
 ONNX export tries the ``torch.export``-based exporter (``dynamo=True``, dynamic batch and length)
 first and falls back to the TorchScript-based exporter (opset 17, ``dynamic_axes``); the record
@@ -9,9 +17,10 @@ raises :class:`ExportError` naming the unsupported operator and the opset where 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import json
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -22,8 +31,10 @@ from typing import Any
 import torch
 
 from harness.adapters import adapter_for
+from harness.cache import cache_dir, file_lock, record_use
 from harness.export.int8_reference import QUANTIZE_DYNAMIC
 from harness.export.wrapper import ExportWrapper, dynamic_axes, export_inputs
+from harness.io import atomic_path, atomic_write_text
 from harness.spec import ModelSpec
 from harness.tolerances import require_float32
 
@@ -54,13 +65,21 @@ class ExportRecord:
     notes: tuple[str, ...] = ()  # fallbacks taken, with the reason
 
 
-def fingerprint(spec: ModelSpec, model: torch.nn.Module) -> str:
-    """A hash of the spec name, the model class and every parameter and buffer's bytes."""
-    digest = hashlib.sha256(f"{spec.name}:{type(model).__module__}.{type(model).__qualname__}".encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+def export_key(spec: ModelSpec, model: torch.nn.Module) -> str:
+    """The 16-hex-digit content key of a model's exports (see the module docstring for what it covers)."""
+    from harness.cache import code_digest, weights_digest
+    from harness.versions import package_versions
+
+    adapter = adapter_for(spec)
+    payload = {
+        "spec": [spec.name, spec.task, dataclasses.asdict(spec.inputs), spec.seed],
+        "weights": weights_digest(model.state_dict()),
+        "code": code_digest([spec.build, model, adapter, ExportWrapper, Exports]),
+        "quantization": QUANTIZE_DYNAMIC,
+        "export_shape": EXPORT_SHAPE,
+        "versions": package_versions(("torch", "onnx", "onnxruntime", "onnxscript")),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode()).hexdigest()[:16]
 
 
 def _unsupported(error: BaseException, opset: int | None) -> ExportError:
@@ -101,23 +120,68 @@ class Exports:
         return self.folder / f"{self.spec.name}-{self.key}{suffix}"
 
     def record(self, fmt: str) -> ExportRecord:
-        """The export of one format, made on first use; raises the cached ExportError on failure."""
+        """The export of one format: from this process's memory, else from the disk cache, else made now (under
+        the format's lock); raises the cached ExportError on failure. Each call notes its cache use."""
+        started = time.perf_counter()
+        hit = fmt in self.records or fmt in self.failures
+        if not hit:
+            with file_lock(self._path(f".{fmt}.lock")):
+                hit = self._load(fmt)
+                if not hit:
+                    self._make(fmt)
+        record_use(f"export:{fmt}", self.key, hit=hit, seconds=time.perf_counter() - started)
         if fmt in self.failures:
             raise self.failures[fmt]
-        if fmt not in self.records:
-            make = {
-                "torchscript": self._torchscript,
-                "torchscript-script": self._torchscript_script,
-                "onnx": self._onnx,
-                "onnx-int8": self._onnx_int8,
-            }[fmt]
-            started = time.perf_counter()
-            try:
-                record = make()
-            except ExportError as error:
-                self.failures[fmt] = error
-                raise
-            self.records[fmt] = ExportRecord(**{**record, "seconds": round(time.perf_counter() - started, 3)})
+        return self.records[fmt]
+
+    def _record_path(self, fmt: str) -> Path:
+        return self._path(f".{fmt}.json")
+
+    def _load(self, fmt: str) -> bool:
+        """Take the format's stored record (or stored failure) from the disk cache; False when there is none."""
+        try:
+            stored = json.loads(self._record_path(fmt).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if "failure" in stored:
+            self.failures[fmt] = ExportError(**stored["failure"])
+            return True
+        record = ExportRecord(**{**stored["record"], "path": Path(stored["record"]["path"]),
+                                 "notes": tuple(stored["record"]["notes"])})  # fmt: skip
+        if not record.path.is_file():
+            return False
+        self.records[fmt] = record
+        return True
+
+    def _make(self, fmt: str) -> None:
+        """Export one format now and store its record (or its failure) beside the file."""
+        make = {
+            "torchscript": self._torchscript,
+            "torchscript-script": self._torchscript_script,
+            "onnx": self._onnx,
+            "onnx-int8": self._onnx_int8,
+        }[fmt]
+        started = time.perf_counter()
+        try:
+            made = make()
+        except ExportError as error:
+            self.failures[fmt] = error
+            stored = {"failure": {"message": str(error), "operator": error.operator, "opset": error.opset}}
+        else:
+            self.records[fmt] = ExportRecord(**{**made, "seconds": round(time.perf_counter() - started, 3)})
+            stored = {"record": _stored_record(self.records[fmt])}
+        atomic_write_text(self._record_path(fmt), json.dumps(stored, indent=1))
+
+    def edit(self, fmt: str, save: Callable[[Path], None], note: str) -> ExportRecord:
+        """Replace the format's file by ``save(path)`` (a mutation test's planted defect), once: the record says
+        ``note``, and a record that says it already is returned as it is (a later run reuses the edited file)."""
+        record = self.record(fmt)
+        if note in record.notes:
+            return record
+        with file_lock(self._path(f".{fmt}.lock")):
+            _atomic_save(save, record.path)
+            self.records[fmt] = dataclasses.replace(record, notes=(*record.notes, note))
+            atomic_write_text(self._record_path(fmt), json.dumps({"record": _stored_record(self.records[fmt])}))
         return self.records[fmt]
 
     def _torchscript(self) -> dict[str, Any]:
@@ -262,6 +326,10 @@ class Exports:
         return lambda inputs: module(*inputs.values())
 
 
+def _stored_record(record: ExportRecord) -> dict[str, Any]:
+    return {**dataclasses.asdict(record), "path": str(record.path)}
+
+
 def run_session(session: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """Run an onnxruntime session on named torch inputs (inputs the graph dropped are not fed)."""
     wanted = {node.name for node in session.get_inputs()}
@@ -271,8 +339,6 @@ def run_session(session: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _atomic_save(save: Any, path: Path) -> None:
     """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    from harness.io import atomic_path
-
     with atomic_path(path, suffix=path.suffix) as temporary:  # the writer sees the format's file ending
         save(temporary)
 
@@ -310,13 +376,15 @@ _CACHE: dict[tuple[str, str], Exports] = {}
 
 
 def exports_for(spec: ModelSpec, model: torch.nn.Module, folder: str | Path | None) -> Exports:
-    """The cached artefacts of this model (same spec and weights) under ``folder`` (a temp folder if None).
+    """The artefacts of this model (same spec, weights and code) cached under ``folder`` (default: the shared
+    ``harness.cache.cache_dir("exports")``), one :class:`Exports` per process and key.
 
     Exports are built from a float32 model: another dtype (``--harness-dtype``) makes every export check skip."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     require_float32(dtype, "exports are built from float32 graphs (ONNX Runtime's CPU kernels and int8 quantization)")
-    key = fingerprint(spec, model)
-    target = Path(folder) if folder else Path(tempfile.gettempdir()) / "ml-harness-exports"
+    key = export_key(spec, model)
+    target = Path(folder) if folder else cache_dir("exports")
+    target.mkdir(parents=True, exist_ok=True)
     cache_key = (key, str(target))
     if cache_key not in _CACHE:
         _CACHE[cache_key] = Exports(spec, model.eval(), target, key)

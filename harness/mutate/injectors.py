@@ -193,7 +193,8 @@ def _inject_freeze(_spec: ModelSpec, model: nn.Module, _folder: str | None) -> N
 def _inject_onnx_initializer(spec: ModelSpec, model: nn.Module, folder: str | None) -> None:
     """Export the clean model through harness.export's cache, then perturb the largest ONNX initializer.
 
-    The cache is keyed by (spec name, weights): the checks' exports of this mutant find the edited file.
+    The cache is keyed by content (the spec name included): the checks' exports of this mutant find the edited
+    file, and a later run reuses it as it is (the edit is made once).
     """
     import numpy as np
     import onnx
@@ -202,13 +203,12 @@ def _inject_onnx_initializer(spec: ModelSpec, model: nn.Module, folder: str | No
     from harness.export import exports_for
 
     exports = exports_for(spec, model.eval(), folder)
-    path = exports.record("onnx").path
-    graph = onnx.load(str(path))
+    graph = onnx.load(str(exports.record("onnx").path))
     largest = max(graph.graph.initializer, key=lambda tensor: int(np.prod(tensor.dims)))
     values = numpy_helper.to_array(largest).copy()
     values += np.random.default_rng(0).normal(0, 1e-2, values.shape).astype(values.dtype)
     largest.CopyFrom(numpy_helper.from_array(values, largest.name))
-    onnx.save(graph, str(path))
+    exports.edit("onnx", lambda target: onnx.save(graph, str(target)), "mutation: largest initializer perturbed")
 
 
 # --- language-model paths (the checks of harness.checks.language see them) ---------------------------

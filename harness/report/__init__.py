@@ -8,15 +8,20 @@ import platform
 import secrets
 import sys
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.config import ConfigError
 from harness.io import atomic_write_text, check_writable
 from harness.versions import package_versions
 
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.cache import CacheUse
+
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1 adds the rows' setup_s and cache, and the shard record of a sharded run
 STATUSES = ("passed", "failed", "warned", "inconclusive", "skipped", "error")
 PACKAGES = ("torch", "transformers", "tokenizers", "hypothesis", "pytest", "numpy", "ml-harness")
 
@@ -73,6 +78,18 @@ def build_report(report_run_id: str, rows: list[dict[str, Any]], env: dict[str, 
         "summary": summary,
         "rows": rows,
     }
+
+
+def cache_field(uses: Iterable[CacheUse]) -> dict[str, Any] | None:
+    """A row's ``cache``: the expensive artefacts its test got (exports, trained runs, tokenizers), each a hit or
+    built, and ``hit``, true when every one was a hit; None when the test used no cached artefact."""
+    uses = [{**asdict(use), "hit": bool(use.hit), "seconds": float(use.seconds)} for use in uses]
+    return {"hit": all(use["hit"] for use in uses), "uses": uses} if uses else None
+
+
+def row_seconds(row: dict[str, Any]) -> float:
+    """What the row's test cost: its setup (model build, training and export fixtures) plus its check."""
+    return row["duration_s"] + (row.get("setup_s") or 0.0)
 
 
 def validate_report(report: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """The HTML page people read, rendered from ``report.json``: one file, plots embedded, opens offline.
 
 Sections: the run and its environment; a summary per tier and model; every failure with its message;
+the ten slowest checks (setup + call seconds, and whether their expensive artefacts came from the cache);
 plots (parity error histograms per export format, latency ratios, training loss curves, reference vs
 current distributions of drift features, attention maps); and every row with its measured value.
 
@@ -25,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.io import atomic_write_text
+from harness.report import row_seconds
 
 STATUS_ORDER = ("passed", "failed", "error", "warned", "inconclusive", "skipped")
+SLOWEST = 10  # rows in the "slowest checks" table
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #1b1f24; }
 h1 { margin-bottom: 0.2rem; } .meta { color: #57606a; }
@@ -189,6 +192,7 @@ def render_html(report: dict[str, Any]) -> str:
     parts += [
         f"<div class='failure'><b>{escape(row['test_id'])}</b><br>{escape(row['message'])}</div>" for row in failures
     ]
+    parts += slowest_table(rows)
     figures = plots(rows)
     parts.append(f"<h2 id='plots'>Plots ({len(figures)})</h2>")
     parts += [
@@ -205,6 +209,29 @@ def render_html(report: dict[str, Any]) -> str:
         )
     parts.append(f"</table><script>{SCRIPT}</script></body></html>")
     return "\n".join(parts)
+
+
+def _cache_cell(cache: dict[str, Any] | None) -> str:
+    if not cache:
+        return "no cached artefact"
+    built = sum(not use["hit"] for use in cache["uses"])
+    return "hit" if cache["hit"] else f"built {built} of {len(cache['uses'])}"
+
+
+def slowest_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The table of the :data:`SLOWEST` checks by seconds spent (setup + call; ties by test id)."""
+    slowest = sorted(rows, key=lambda row: (-row_seconds(row), row["test_id"]))[:SLOWEST]
+    parts = [
+        "<h2 id='slowest'>Ten slowest checks</h2><table id='slowest-checks'><tr><th>test</th><th>model</th>"
+        "<th>check</th><th>seconds (setup + call)</th><th>setup</th><th>call</th><th>cache</th></tr>"
+    ]
+    for row in slowest:
+        parts.append(
+            f"<tr><td>{html.escape(row['test_id'])}</td><td>{html.escape(row['model'])}</td>"
+            f"<td>{html.escape(row['check'])}</td><td>{row_seconds(row):.2f}</td><td>{row.get('setup_s') or 0.0:.2f}</td>"
+            f"<td>{row['duration_s']:.2f}</td><td>{_cache_cell(row.get('cache'))}</td></tr>"
+        )
+    return [*parts, "</table>"]
 
 
 def _cell(value: Any) -> str:

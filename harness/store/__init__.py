@@ -1,4 +1,4 @@
-"""harness.store: the ExperimentDB (SQLite, WAL) and reproducibility bundles."""
+"""harness.store: the ExperimentDB (an SQLite file, or a PostgreSQL database by URL) and reproducibility bundles."""
 
 import os
 from pathlib import Path

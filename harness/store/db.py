@@ -1,17 +1,26 @@
-"""ExperimentDB: runs, configs, per-step metrics, sweeps, reference profiles and check results in SQLite.
+"""ExperimentDB: runs, configs, per-step metrics, sweeps, reference profiles and check results (SQLite, PostgreSQL).
+
+``ExperimentDB(path)`` keeps the store in one SQLite file (the default everywhere); ``ExperimentDB(url)`` with a
+``postgresql://USER@HOST[:PORT]/DBNAME`` URL keeps it in a PostgreSQL database, so many CI runners share one store
+(:mod:`harness.store.backends`: the one place where the two engines differ). Both run the same migrations and
+queries and behave the same; what follows is said of SQLite and holds for PostgreSQL as noted.
 
 One file, many writers: the database runs in WAL mode with a busy timeout, and every write is its own short
 ``BEGIN IMMEDIATE`` transaction, so pytest-xdist workers and training processes can share a file, and a process
 killed mid-way (SIGKILL included) leaves every committed row readable. ``synchronous=NORMAL`` is used (the
 recommended WAL setting): a committed row survives any process crash; only an operating-system crash or power
-loss can drop the last few commits.
+loss can drop the last few commits. On PostgreSQL every write takes an advisory transaction lock instead
+(``pg_advisory_xact_lock``), which serialises the writers of every machine the same way.
 
-The schema is versioned with ``PRAGMA user_version`` and built by :data:`MIGRATIONS`, applied in order on open.
+The schema is versioned with ``PRAGMA user_version`` (PostgreSQL: the ``harness_schema`` table) and built by
+:data:`MIGRATIONS`, applied in order on open.
 Nothing but an ExperimentDB is ever changed: the file is checked, reading only, before its journal mode is set or
 a table is added, and refused untouched (:class:`StoreError`) when it is not an SQLite database, is an SQLite
 database without the harness's tables (someone else's), or was written by a newer harness
 (:class:`SchemaVersionError`). A path that does not exist is created by the first write, never by opening or
-reading: a mistyped path given to read from is an error naming it, not a new empty database.
+reading: a mistyped path given to read from is an error naming it, not a new empty database. A PostgreSQL database
+is opened (checked, migrated) at once: an unreachable server, a failed login or a missing database is one
+StoreError line naming the server (its password redacted) and what to do, raised before any work.
 
 A run records the process (pid and host) that started it. On open, a run still marked "running" whose process
 on this host is gone is marked "interrupted": a killed ``harness train`` never leaves a run running forever.
@@ -28,7 +37,6 @@ import secrets
 import socket
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,16 +44,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.cache import process_exists
-from harness.config import ConfigError
-from harness.io import check_writable
+from harness.store.backends import Location, Session, location_of, session_of
+from harness.store.errors import SchemaVersionError, StoreError
 
-SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-BUSY_TIMEOUT_MS = 30_000  # how long a writer waits for another's lock before "database is locked"
 FINISH_STATUSES = ("finished", "failed", "interrupted")  # what finish_run accepts; a new run is "running"
 RUN_STATUSES = ("running", *FINISH_STATUSES)
 
 # One SQL script per schema version: MIGRATIONS[i] takes a database from version i to version i + 1.
-# Append only: a released migration is never edited, a change is a new entry.
+# Append only: a released migration is never edited, a change is a new entry. Written in SQLite's spelling;
+# harness.store.backends.postgres_spelling runs the same scripts on PostgreSQL.
 MIGRATIONS: tuple[str, ...] = (
     # 1: runs with their configs, per-step metrics, grid sweeps.
     """
@@ -116,14 +123,10 @@ def schema_tables(version: int) -> set[str]:
     return {name for script in MIGRATIONS[:version] for name in re.findall(r"CREATE TABLE (\w+)", script)}
 
 
-class StoreError(ConfigError):
-    """The experiment store cannot be opened or read: a corrupt or foreign file, a bad bundle, a schema mismatch.
-
-    A ConfigError: the path is the user's input, so every entry point reports it as one line."""
-
-
-class SchemaVersionError(StoreError):
-    """The database was written by a newer harness than this one."""
+def db_target(given: str | Path | None) -> str | Path | None:
+    """The ExperimentDB a command records to: ``given`` (a file or URL from its command line or config), else
+    ``$HARNESS_DB_URL``, else None (no store)."""
+    return given or os.environ.get("HARNESS_DB_URL") or None
 
 
 @dataclass(frozen=True)
@@ -204,69 +207,63 @@ def _check_id(value: Any, parameter: str) -> str:
     return value
 
 
-def apply_migrations(connection: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
-    """Bring ``connection``'s database up to schema version ``target`` in one immediate transaction.
+def apply_migrations(connection: Session | sqlite3.Connection | Any, target: int = SCHEMA_VERSION) -> int:
+    """Bring ``connection``'s database up to schema version ``target`` in one write transaction.
 
-    Safe when several processes open a fresh file at once: the version is re-read under the write lock, so
-    each migration runs exactly once. Returns the version found before migrating. The connection must be in
-    autocommit mode (``isolation_level=None``).
+    Safe when several processes open a fresh database at once: the version is re-read under the store's write
+    lock (SQLite's immediate transaction, PostgreSQL's advisory lock), so each migration runs exactly once.
+    Returns the version found before migrating. ``connection``: an sqlite3 connection in autocommit mode
+    (``isolation_level=None``), a psycopg connection with ``autocommit=True``, or a Session.
     """
     if not 0 <= target <= SCHEMA_VERSION:
         raise ValueError(f"target must be in [0, {SCHEMA_VERSION}], got {target}")
-    connection.execute("BEGIN IMMEDIATE")
+    session = session_of(connection)
+    session.begin_write()
     try:
-        found = connection.execute("PRAGMA user_version").fetchone()[0]
+        found = session.version()
         for version in range(found, target):
             for statement in MIGRATIONS[version].split(";"):
                 if statement.strip():
-                    connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {version + 1}")
-        connection.execute("COMMIT")
+                    session.execute(statement)
+            session.set_version(version + 1)
+        session.commit()
     except BaseException:
-        connection.execute("ROLLBACK")
+        session.rollback()
         raise
     return found
 
 
-def _refuse_non_sqlite(path: Path) -> None:
-    """Raise StoreError, reading only, if ``path`` exists, is non-empty and does not start with the SQLite header."""
-    if not path.exists():
-        return
-    if not path.is_file():
-        raise StoreError(f"ExperimentDB path {path} exists and is not a file")
-    with path.open("rb") as handle:
-        header = handle.read(len(SQLITE_HEADER))
-    if header and header != SQLITE_HEADER:
-        raise StoreError(
-            f"ExperimentDB file {path} is not an SQLite database (header {header!r}); "
-            "point at another path or move the file away, it was not modified"
-        )
-
-
 class ExperimentDB:
-    """An experiment store in one SQLite file; open it in every process that writes, close it when done.
+    """An experiment store in one SQLite file or one PostgreSQL database; open it in every process that writes,
+    close it when done.
 
-    Usable as a context manager. Safe to share a file between processes; one instance may be used from
-    several threads (calls are serialised). Pickling an instance pickles its path, so it can be handed to a
-    spawned worker, which reopens the file.
+    Usable as a context manager. Safe to share a store between processes; one instance may be used from
+    several threads (calls are serialised). Pickling an instance pickles its target (path or URL), so it can be
+    handed to a spawned worker, which reopens the store.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, target: str | Path) -> None:
+        self._target = target
+        self._location: Location = location_of(target)
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
-        self._connection: sqlite3.Connection | None = None  # None until the file exists (the first write makes it)
-        if self.path.exists() or self.path.is_symlink():
-            self._connection = self._open()
+        self._session: Session | None = None  # None until the store exists (the first write makes a file)
+        if self._location.exists():
+            self._session = self._open()
         else:
-            check_writable(self.path, "ExperimentDB path", file=True)  # created by the first write: it must be possible
+            self._location.check_creatable()  # created by the first write: it must be possible
 
-    def __reduce__(self) -> tuple[type[ExperimentDB], tuple[Path]]:
-        return (type(self), (self.path,))
+    def __reduce__(self) -> tuple[type[ExperimentDB], tuple[str | Path]]:
+        return (type(self), (self._target,))
 
     def __repr__(self) -> str:
-        return f"ExperimentDB({str(self.path)!r})"
+        return f"ExperimentDB({self.target!r})"
+
+    @property
+    def target(self) -> str:
+        """The store's path, or its URL with the password redacted: what messages call it."""
+        return self._location.name
 
     def __enter__(self) -> ExperimentDB:
         return self
@@ -277,134 +274,103 @@ class ExperimentDB:
     def close(self) -> None:
         """Close the connection; further calls raise StoreError. Closing twice is harmless."""
         with self._lock:
-            if self._connection is not None and self._pid == os.getpid():
-                self._connection.close()
-            self._connection = None
+            if self._session is not None and self._pid == os.getpid():
+                self._session.close()
+            self._session = None
             self._closed = True
 
     # ---- connection management ----
 
-    def _open(self) -> sqlite3.Connection:
-        _refuse_non_sqlite(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-        )
+    def _open(self) -> Session:
+        session = self._location.connect()
         try:
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            version = self._refuse_foreign(connection)  # reading only: nothing changes before the file is ours
-            self._enable_wal(connection)
-            connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute("PRAGMA foreign_keys = ON")
+            version = self._refuse_foreign(session)  # reading only: nothing changes before the store is ours
+            session.prepare()
             if version < SCHEMA_VERSION:
-                apply_migrations(connection)
-            self._mark_interrupted(connection)
-        except sqlite3.DatabaseError as error:
-            connection.close()
-            raise StoreError(self._describe(error, "could not be opened (WAL mode, migrations)")) from error
+                apply_migrations(session)
+            self._mark_interrupted(session)
+        except session.errors as error:
+            session.close()
+            raise StoreError(self._location.describe(error, "could not be opened (settings, migrations)")) from error
         except StoreError:
-            connection.close()
+            session.close()
             raise
-        return connection
+        return session
 
-    def _refuse_foreign(self, connection: sqlite3.Connection) -> int:
-        """The file's schema version; StoreError unless it is an ExperimentDB this code reads, or an empty database."""
-        try:  # one statement: one consistent snapshot, even while another process migrates the file
-            version, names = connection.execute(
-                "SELECT (SELECT user_version FROM pragma_user_version),"
-                " (SELECT group_concat(name, ' ') FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%')"
-            ).fetchone()
-        except sqlite3.DatabaseError as error:
-            raise StoreError(self._describe(error, "is not a readable SQLite database")) from error
+    def _refuse_foreign(self, session: Session) -> int:
+        """The store's schema version; StoreError unless it is an ExperimentDB this code reads, or an empty database."""
+        where = self._location
+        try:
+            version, tables = session.schema_state()
+        except session.errors as error:
+            raise StoreError(where.describe(error, f"is not a readable {session.engine} database")) from error
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
-                f"ExperimentDB file {self.path} has schema version {version}, newer than version {SCHEMA_VERSION} "
-                "that this harness supports; upgrade ml-harness to open it (the file was not modified)"
+                f"ExperimentDB {where.label} has schema version {version}, newer than version {SCHEMA_VERSION} "
+                f"that this harness supports; upgrade ml-harness to open it (the {where.noun} was not modified)"
             )
-        tables = set((names or "").split())
         missing = schema_tables(version) - tables
         if (version == 0 and tables) or missing:
             found = ", ".join(sorted(tables)) or "none"
             raise StoreError(
-                f"ExperimentDB file {self.path} is an SQLite database but not an ExperimentDB (schema version "
-                f"{version}, tables: {found}); point at another path, the file was not modified"
+                f"ExperimentDB {where.label} is {session.a_database} but not an ExperimentDB (schema version "
+                f"{version}, tables: {found}); point at another {where.other}, the {where.noun} was not modified"
             )
         return version
 
     @staticmethod
-    def _mark_interrupted(connection: sqlite3.Connection) -> None:
+    def _mark_interrupted(session: Session) -> None:
         """Mark "interrupted" every running run started on this host by a process that no longer exists."""
-        rows = connection.execute(
+        rows = session.execute(
             "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL", (HOST,)
         ).fetchall()
         gone = [(run_id, pid) for run_id, pid in rows if not process_exists(pid)]
         if not gone:
             return
-        connection.execute("BEGIN IMMEDIATE")
+        session.begin_write()
         try:
             for run_id, pid in gone:
                 note = {"interrupted": f"process {pid} on {HOST} ended before the run finished"}
-                connection.execute(
+                session.execute(
                     "UPDATE runs SET status = 'interrupted', summary = ?, finished = ?"
                     " WHERE run_id = ? AND status = 'running'",
                     (json.dumps(note), _now(), run_id),
                 )
-            connection.execute("COMMIT")
+            session.commit()
         except BaseException:
-            connection.execute("ROLLBACK")
+            session.rollback()
             raise
 
-    def _describe(self, error: sqlite3.DatabaseError, otherwise: str) -> str:
-        """The StoreError message for ``error``: a lock held too long is not a corrupt file."""
-        if isinstance(error, sqlite3.OperationalError) and ("locked" in str(error) or "busy" in str(error)):
-            return f"ExperimentDB file {self.path} stayed locked by another process for over {BUSY_TIMEOUT_MS / 1000:g} s: {error}"
-        return f"ExperimentDB file {self.path} {otherwise}: {error}"
-
-    @staticmethod
-    def _enable_wal(connection: sqlite3.Connection) -> None:
-        """Switch to WAL (persistent in the file); retried because the switch can meet a busy lock unhandled."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
-                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                break
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-        if mode.lower() != "wal":
-            raise sqlite3.OperationalError(f"journal_mode WAL refused, got {mode!r}")
-
-    def _conn(self, *, create: bool = False) -> sqlite3.Connection | None:
-        """The open connection; None while the file does not exist, unless ``create`` (writes do, reads never)."""
+    def _conn(self, *, create: bool = False) -> Session | None:
+        """The open session; None while the file does not exist, unless ``create`` (writes do, reads never)."""
         if self._closed:
-            raise StoreError(f"ExperimentDB {self.path} is closed")
-        if self._pid != os.getpid():  # forked: an SQLite connection must not cross fork, open our own
+            raise StoreError(f"ExperimentDB {self.target} is closed")
+        if self._pid != os.getpid():  # forked: a connection must not cross fork, open our own
             self._pid = os.getpid()
-            self._connection = None
-        if self._connection is None:
-            if not create and not self.path.exists():
+            self._session = None
+        if self._session is None:
+            if not create and not self._location.exists():
                 return None
-            self._connection = self._open()
-        return self._connection
+            self._session = self._open()
+        return self._session
 
     def _absent(self) -> str:
         """What a KeyError adds when the file does not exist: a mistyped path reads as one."""
-        return "" if self.path.exists() else f": {self.path} does not exist (nothing was ever recorded there)"
+        return "" if self._location.exists() else f": {self.target} does not exist (nothing was ever recorded there)"
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short immediate transaction: committed on exit, rolled back on any error."""
+    def _write(self) -> Iterator[Session]:
+        """One short transaction holding the store's write lock: committed on exit, rolled back on any error."""
         with self._lock:
-            connection = self._conn(create=True)
-            assert connection is not None
-            connection.execute("BEGIN IMMEDIATE")
+            session = self._conn(create=True)
+            assert session is not None
+            session.begin_write()
             try:
-                yield connection
+                yield session
             except BaseException:
-                connection.execute("ROLLBACK")
+                session.rollback()
                 raise
-            connection.execute("COMMIT")
+            session.commit()
 
     def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -412,7 +378,7 @@ class ExperimentDB:
             return [] if connection is None else connection.execute(sql, parameters).fetchall()
 
     @staticmethod
-    def _require(connection: sqlite3.Connection, table: str, key: str, value: str, what: str) -> None:
+    def _require(connection: Session, table: str, key: str, value: str, what: str) -> None:
         if connection.execute(f"SELECT 1 FROM {table} WHERE {key} = ?", (value,)).fetchone() is None:
             raise KeyError(f"no {what} with id {value!r}")
 
@@ -469,7 +435,9 @@ class ExperimentDB:
         with self._write() as connection:
             self._require(connection, "runs", "run_id", run_id, "run")
             connection.executemany(
-                "INSERT OR REPLACE INTO metrics (run_id, step, name, value) VALUES (?, ?, ?, ?)", rows
+                "INSERT INTO metrics (run_id, step, name, value) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (run_id, step, name) DO UPDATE SET value = excluded.value",
+                rows,
             )
 
     def finish_run(

@@ -13,7 +13,6 @@ names is read before any work (:func:`harness.training.config.validate_inputs`);
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
 import math
@@ -21,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from harness.cache import cache_dir, process_exists
+from harness.cache import cache_dir, file_lock, process_exists, record_use
 from harness.config import ConfigError
 from harness.spec import ModelSpec
 from harness.training.config import TrainingConfig, config_hash, load_checkpoint, validate_inputs
@@ -67,12 +67,8 @@ def _locked(path: Path, *, processes: int) -> Iterator[None]:
     if processes > 1:
         yield
         return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(path):
+        yield
 
 
 def _final_metrics(history: list[dict[str, float]], validation: float, initial: float) -> dict[str, float]:
@@ -174,6 +170,7 @@ def train(
     if config.task is not None and config.task != spec.task:
         raise ConfigError(f"TrainingConfig.task={config.task!r} but model {spec.name} is a {spec.task} model")
     validate_inputs(config)
+    started = time.perf_counter()
     key = config_hash(config, spec)
     root = cache_dir("runs")
     folder = root / key
@@ -209,6 +206,7 @@ def train(
                 os.replace(scratch, folder)
             except OSError:  # another process stored the same run first: keep theirs
                 shutil.rmtree(scratch, ignore_errors=True)
+    record_use("run", key, hit=cached, seconds=time.perf_counter() - started)
     run_id = _record(db, spec, config, stored, {**extra, "cached": cached}) if db is not None else f"run-{key}"
     return TrainedRun(
         run_id,
