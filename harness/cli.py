@@ -43,7 +43,7 @@ def suites_dir() -> Path:
 
 
 def _seed(text: str) -> int:
-    from harness.checks.base import validate_seed
+    from harness.config import validate_seed
 
     try:
         return validate_seed(text)
@@ -137,8 +137,9 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
     deselected = tier4_deselection(config.export) if 4 in requested else []
     if deselected:
         command += ["-k", "not (" + " or ".join(deselected) + ")"]
-    if config.workers != "0":
-        command += ["-n", config.workers]
+    if config.workers != "0":  # work stealing: each worker starts on a contiguous block (one model's cases of a
+        # tier together: its exports and trained run are made once), an idle one takes from a busy one's tail
+        command += ["-n", config.workers, "--dist", "worksteal"]
     return command + list(config.pytest_args)
 
 

@@ -59,6 +59,21 @@ MONITOR_KEYS = {
 }
 
 
+SEED_HEADROOM = 10_000  # checks add offsets up to this to the seed (a light module: the xdist controller reads it)
+MAX_SEED = 2**63 - 1 - SEED_HEADROOM  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
+def validate_seed(value: object) -> int:
+    """The seed as an int in [0, MAX_SEED]; ValueError naming the value otherwise."""
+    try:
+        seed = int(str(value))
+    except ValueError:
+        raise ValueError(f"must be an integer, got {value!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"must be in [0, {MAX_SEED}], got {seed}")
+    return seed
+
+
 class ConfigError(ValueError):
     """A config (file, value or command-line setting) that cannot be used; the message names where, the key and
     what is allowed."""

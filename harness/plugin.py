@@ -194,7 +194,7 @@ class HarnessSession:
     """Per-run state: the selected specs, built models and the collected report rows."""
 
     def __init__(self, config: pytest.Config) -> None:
-        from harness.checks.base import validate_seed
+        from harness.config import validate_seed
         from harness.loading import ModelSelectionError, needs_sandbox, validate_selectors
         from harness.report import new_report_run_id
         from harness.safety import scan_advice

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from harness.checks.options import BehaviourOptions, MonitoringCheckOptions, NumericsOptions, TrainingCheckOptions
+from harness.config import validate_seed
 from harness.result import CheckResult, Status
 from harness.spec import ModelSpec
 from harness.tolerances import UnsupportedPrecision
@@ -82,21 +83,6 @@ class CheckOptions:
     def batch_size_for(self, spec: ModelSpec) -> int:
         """The fixed-batch size for a spec: ``batch_size``, at most the spec's ``max_batch_size``."""
         return min(self.batch_size, spec.inputs.max_batch_size)
-
-
-SEED_HEADROOM = 10_000  # checks add offsets up to this to the seed
-MAX_SEED = 2**63 - 1 - SEED_HEADROOM  # torch.Generator.manual_seed takes a signed 64-bit integer
-
-
-def validate_seed(value: object) -> int:
-    """The seed as an int in [0, MAX_SEED]; ValueError naming the value otherwise."""
-    try:
-        seed = int(str(value))
-    except ValueError:
-        raise ValueError(f"must be an integer, got {value!r}") from None
-    if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"must be in [0, {MAX_SEED}], got {seed}")
-    return seed
 
 
 CheckFunction = Callable[..., CheckResult]

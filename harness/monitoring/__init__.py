@@ -4,20 +4,20 @@
 ``harness profile`` in :mod:`harness.monitoring.cli` only parse and print).
 """
 
-from harness.monitoring.config import MonitorConfig
-from harness.monitoring.drift import DriftReport, FeatureDrift, compare_profiles
-from harness.monitoring.gate import GateResult, gate_losses, regression_gate
-from harness.monitoring.profile import build_profile, export_profile, load_profile_file
+from harness import lazy_exports
 
-__all__ = [
-    "DriftReport",
-    "FeatureDrift",
-    "GateResult",
-    "MonitorConfig",
-    "build_profile",
-    "compare_profiles",
-    "export_profile",
-    "gate_losses",
-    "load_profile_file",
-    "regression_gate",
-]
+_HOMES = {  # each name this package exports, and the module it lives in (imported on first use: the gate and the
+    # profiles need torch, and the CLI's parsers, which import this package, must not wait for it)
+    "MonitorConfig": "config",
+    "DriftReport": "drift",
+    "FeatureDrift": "drift",
+    "compare_profiles": "drift",
+    "GateResult": "gate",
+    "gate_losses": "gate",
+    "regression_gate": "gate",
+    "build_profile": "profile",
+    "export_profile": "profile",
+    "load_profile_file": "profile",
+}
+__all__ = sorted(_HOMES)
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -5,17 +5,17 @@ mutant (see :mod:`harness.mutate.injectors`); :func:`write_mutation_report` writ
 ``mutation.html``. Tier selections are read by :func:`harness.config.parse_tiers`.
 """
 
-from harness.mutate.injectors import INJECTORS, Injector, applicable_injectors, mutant_spec
-from harness.mutate.report import write_mutation_report
-from harness.mutate.runner import ModelMutation, MutantOutcome, mutate_model
+from harness import lazy_exports
 
-__all__ = [
-    "INJECTORS",
-    "Injector",
-    "ModelMutation",
-    "MutantOutcome",
-    "applicable_injectors",
-    "mutant_spec",
-    "mutate_model",
-    "write_mutation_report",
-]
+_HOMES = {  # imported on first use: the injectors need torch, the CLI's parser (which imports this package) must not
+    "INJECTORS": "injectors",
+    "Injector": "injectors",
+    "applicable_injectors": "injectors",
+    "mutant_spec": "injectors",
+    "write_mutation_report": "report",
+    "ModelMutation": "runner",
+    "MutantOutcome": "runner",
+    "mutate_model": "runner",
+}
+__all__ = sorted(_HOMES)
+__getattr__ = lazy_exports(__name__, _HOMES)
