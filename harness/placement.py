@@ -78,10 +78,11 @@ class Placement:
         return getattr(torch, self.dtype)
 
     def device_name(self) -> str:
-        """What the device is, for the report: the GPU's name, or the CPU's processor and machine."""
-        import torch
-
+        """What the device is, for the report: the GPU's name, or the CPU's processor and machine (no torch import
+        for those: the xdist controller that writes the report has none loaded)."""
         if self.device.startswith("cuda"):
+            import torch
+
             return torch.cuda.get_device_name(self.device)
         if self.device == "mps":
             return f"Apple MPS ({platform.machine()})"
