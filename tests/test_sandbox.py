@@ -82,8 +82,8 @@ class Listener:
             with connection:
                 connection.settimeout(3)
                 data = b""
-                try:
-                    while chunk := connection.recv(4096):
+                try:  # until the client closes, or both secrets are in: then close (an HTTP client waits for a reply)
+                    while not (SECRET.encode() in data and TOKEN.encode() in data) and (chunk := connection.recv(4096)):
                         data += chunk
                 except OSError:
                     pass
