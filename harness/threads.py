@@ -40,10 +40,6 @@ class ThreadPlan:
     threads: int  # intra-op threads per process
     source: str  # "free cores" or "OMP_NUM_THREADS" (set by the user, kept)
 
-    @property
-    def free_cores(self) -> int:
-        return max(1, self.usable_cores - self.busy_cores)
-
     def environment(self) -> dict[str, int | str]:
         """What a report records of the choice."""
         return {"usable_cores": self.usable_cores, "busy_cores": self.busy_cores, "workers": self.workers,
@@ -77,10 +73,10 @@ def busy_cores(samples: int = SAMPLES) -> int:
 def plan_threads(workers: int) -> ThreadPlan:
     """The thread plan of a run with ``workers`` check processes (0 or 1: serial), from the machine as it is."""
     workers = max(1, workers)
-    usable, busy = usable_cores(), busy_cores()
     given = os.environ.get("OMP_NUM_THREADS", "")
-    if given.isdigit() and int(given) > 0:
-        return ThreadPlan(usable, busy, workers, int(given), "OMP_NUM_THREADS")
+    if given.isdigit() and int(given) > 0:  # decided already (by the user, or the xdist controller): one reading
+        return ThreadPlan(usable_cores(), busy_cores(samples=1), workers, int(given), "OMP_NUM_THREADS")
+    usable, busy = usable_cores(), busy_cores()
     return ThreadPlan(usable, busy, workers, max(1, max(1, usable - busy) // workers), "free cores")
 
 

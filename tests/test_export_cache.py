@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,6 @@ def forget_memory() -> None:
 
 
 def test_two_processes_asking_at_once_build_the_export_once(tmp_path):
-    import time
-
     start = str(time.time() + 8)  # both interpreters are up by then
     root = Path(__file__).resolve().parent.parent
     processes = [

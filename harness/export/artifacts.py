@@ -170,6 +170,10 @@ class Exports:
         else:
             self.records[fmt] = ExportRecord(**{**made, "seconds": round(time.perf_counter() - started, 3)})
             stored = {"record": _stored_record(self.records[fmt])}
+        self._write_record(fmt, stored)
+
+    def _write_record(self, fmt: str, stored: dict[str, Any]) -> None:
+        """Publish the format's JSON record (after its file: a file without a record is rebuilt)."""
         atomic_write_text(self._record_path(fmt), json.dumps(stored, indent=1))
 
     def edit(self, fmt: str, save: Callable[[Path], None], note: str) -> ExportRecord:
@@ -181,7 +185,7 @@ class Exports:
         with file_lock(self._path(f".{fmt}.lock")):
             _atomic_save(save, record.path)
             self.records[fmt] = dataclasses.replace(record, notes=(*record.notes, note))
-            atomic_write_text(self._record_path(fmt), json.dumps({"record": _stored_record(self.records[fmt])}))
+            self._write_record(fmt, {"record": _stored_record(self.records[fmt])})
         return self.records[fmt]
 
     def _torchscript(self) -> dict[str, Any]:
